@@ -1,0 +1,59 @@
+"""Configuration read outside a Kedro session: the model list the pipelines are built from.
+
+Kedro builds pipelines before a session loads parameters, so the per-model namespaced
+pipelines (embeddings, probing) read ``embeddings.models`` here, from ``conf/base`` merged
+with the environment in ``KEDRO_ENV`` (default ``local``), through Kedro's own
+``OmegaConfigLoader``. An environment may change a model's spec; to add or remove model
+*names* in an environment, also set ``KEDRO_ENV=<env>`` so the pipelines see them.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from kedro.config import OmegaConfigLoader
+
+
+def project_root() -> Path:
+    """The Kedro project directory: the working directory when it holds ``conf/base``
+    (``kedro run`` runs there), else the checkout this package was installed from."""
+    if (Path.cwd() / "conf" / "base").is_dir():
+        return Path.cwd()
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "conf" / "base").is_dir() and (parent / "pyproject.toml").is_file():
+            return parent
+    return Path.cwd()
+
+
+@cache
+def _parameters(conf_source: str, env: str) -> dict[str, Any]:
+    loader = OmegaConfigLoader(
+        conf_source=conf_source,
+        base_env="base",
+        default_run_env=env,
+        config_patterns={"parameters": ["parameters*", "parameters*/**", "**/parameters*"]},
+    )
+    return dict(loader["parameters"])
+
+
+def model_specs(conf_source: str | Path | None = None, env: str | None = None) -> dict[str, dict[str, Any]]:
+    """``embeddings.models`` as ``{name: spec}``, in the configured order.
+
+    Raises:
+        ValueError: no model is configured, or a name is not a valid namespace
+            (letters, digits, ``_``).
+    """
+    conf_source = str(conf_source or project_root() / "conf")
+    env = env or os.environ.get("KEDRO_ENV") or "local"
+    if not Path(conf_source, env).is_dir():
+        env = "base"
+    models = (_parameters(conf_source, env).get("embeddings") or {}).get("models") or {}
+    if not models:
+        raise ValueError(f"No model in embeddings.models ({conf_source}, env {env!r}): configure at least one")
+    for name in models:
+        if not str(name).replace("_", "").isalnum():
+            raise ValueError(f"Model name {name!r} must use letters, digits and '_' only (it becomes a Kedro namespace)")
+    return {str(k): dict(v) for k, v in models.items()}

@@ -1,0 +1,7 @@
+"""Custom Kedro datasets: NPZ embeddings, ruCLIP checkpoints, the generated demo catalogue."""
+
+from .checkpoint import RuClipCheckpointDataset
+from .demo_catalogue import DemoCatalogueDataset
+from .embeddings import Embeddings, EmbeddingsDataset
+
+__all__ = ["DemoCatalogueDataset", "Embeddings", "EmbeddingsDataset", "RuClipCheckpointDataset"]

@@ -1,0 +1,358 @@
+"""Text and image embedders chosen by name in parameters.
+
+An embedder turns product titles and images into L2-normalised ``float32`` matrices.
+Types (``embeddings.models.<name>.type`` in ``parameters_embeddings.yml``):
+
+- ``ruclip``: a ruCLIP checkpoint (``bpe.model``, ``config.json``, ``pytorch_model.bin``)
+  from a local directory or a hub id, converted on load to ``transformers.CLIPModel``
+  (:mod:`vitrina.models.ruclip`).
+- ``hf_clip``: any Hugging Face CLIP or SigLIP checkpoint (``AutoModel`` +
+  ``AutoProcessor``), hub id or local path.
+- ``tfidf_svd``: the scikit-learn reference row: TF-IDF character n-grams + truncated SVD
+  (LSA) for text, raw thumbnail pixels + PCA for images.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from vitrina.utils import resolve_device
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows of ``x`` ([N, D]) divided by their L2 norm, as ``float32``; zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Open an image file fully decoded as RGB.
+
+    Raises:
+        FileNotFoundError, PIL.UnidentifiedImageError, OSError: the file is missing or
+            cannot be decoded (the image_processing pipeline has already excluded those).
+    """
+    with Image.open(path) as img:
+        return img.convert("RGB")
+
+
+def _batches(n: int, batch_size: int) -> Iterator[slice]:
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+class Embedder(ABC):
+    """Interface of every embedder: ``fit`` (optional), ``embed_texts``, ``embed_images``."""
+
+    name: str = "embedder"
+
+    def fit(self, texts: Sequence[str], image_paths: Sequence[str | Path]) -> Embedder:
+        """Fit unsupervised parts on the catalogue (no labels); pretrained models skip it."""
+        return self
+
+    @abstractmethod
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """``float32`` ``[N, D]`` L2-normalised text embeddings, in input order."""
+
+    @abstractmethod
+    def embed_images(self, image_paths: Sequence[str | Path]) -> np.ndarray:
+        """``float32`` ``[N, D]`` L2-normalised image embeddings, in input order."""
+
+
+class ClipEmbedder(Embedder):
+    """Batched CLIP-family inference (``get_text_features`` / ``get_image_features``).
+
+    Faster than the old ruclip ``Predictor`` loop in three ways that leave the outputs
+    unchanged (up to float rounding): texts are sorted by length and padded only to the
+    longest text of their batch (with CLIP's causal mask and eos pooling the padding never
+    reaches the pooled token); images are decoded and preprocessed by a thread pool a few
+    batches ahead of the model; batches are larger (default 64).
+
+    Args:
+        model: a ``transformers`` CLIP-like model with ``get_text_features`` and
+            ``get_image_features``.
+        tokenize: ``list[str] -> dict`` of ``input_ids`` (and ``attention_mask``)
+            ``LongTensor [B, L]``.
+        preprocess: one RGB ``PIL.Image`` → ``float32`` array ``[3, H, W]`` (normalised).
+        batch_size: items per forward pass.
+        device: ``auto`` | ``cpu`` | ``cuda[:i]``.
+        precision: ``fp32`` | ``bf16`` | ``fp16`` — autocast dtype; ``fp32`` disables it.
+        num_workers: image preprocessing threads.
+        progress: show tqdm progress bars.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenize: Callable[[list[str]], dict[str, Any]],
+        preprocess: Callable[[Image.Image], np.ndarray],
+        *,
+        batch_size: int = 64,
+        device: str = "auto",
+        precision: str = "fp32",
+        num_workers: int = 2,
+        progress: bool = True,
+        name: str = "clip",
+    ) -> None:
+        import torch
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.device = torch.device(resolve_device(device))
+        self.model = model.to(self.device).eval()
+        self.tokenize = tokenize
+        self.preprocess = preprocess
+        self.batch_size = int(batch_size)
+        self.precision = precision
+        self.num_workers = max(1, int(num_workers))
+        self.progress = progress
+        self.name = name
+
+    def _autocast(self):
+        import torch
+
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    @staticmethod
+    def _features(out: Any) -> Any:
+        # transformers 5 returns a model output with the projection in pooler_output.
+        return out.pooler_output if hasattr(out, "pooler_output") else out
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        texts = [str(t) for t in texts]
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.zeros((len(texts), 0), dtype=np.float32)
+        chunks = []
+        with torch.inference_mode(), self._autocast():
+            for sl in tqdm(list(_batches(len(texts), self.batch_size)), desc=f"{self.name} text", unit="batch", disable=not self.progress):
+                batch = self.tokenize([texts[i] for i in order[sl]])
+                batch = {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+                feats = self._features(self.model.get_text_features(**batch))
+                chunks.append(feats.float().cpu().numpy())
+        if chunks:
+            out = np.empty((len(texts), chunks[0].shape[1]), dtype=np.float32)
+            out[order] = np.concatenate(chunks)
+        return l2_normalise(out)
+
+    def _pixels(self, paths: Sequence[str | Path]) -> np.ndarray:
+        return np.stack([self.preprocess(load_rgb(p)) for p in paths])
+
+    def embed_images(self, image_paths: Sequence[str | Path]) -> np.ndarray:
+        import torch
+
+        slices = list(_batches(len(image_paths), self.batch_size))
+        chunks = []
+        # Bounded prefetch: preprocessing of the next batches overlaps the forward pass.
+        with ThreadPoolExecutor(self.num_workers) as pool, torch.inference_mode(), self._autocast():
+            pending: deque = deque()
+            it = iter(slices)
+            for sl in it:
+                pending.append(pool.submit(self._pixels, image_paths[sl]))
+                if len(pending) > self.num_workers:
+                    break
+            bar = tqdm(total=len(image_paths), desc=f"{self.name} image", unit="img", disable=not self.progress)
+            while pending:
+                pixels = pending.popleft().result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(pool.submit(self._pixels, image_paths[nxt]))
+                pixel_values = torch.from_numpy(pixels).to(self.device)
+                feats = self._features(self.model.get_image_features(pixel_values=pixel_values))
+                chunks.append(feats.float().cpu().numpy())
+                bar.update(len(pixels))
+            bar.close()
+        if not chunks:
+            return np.zeros((0, 0), dtype=np.float32)
+        return l2_normalise(np.concatenate(chunks))
+
+
+class TfidfSvdEmbedder(Embedder):
+    """The scikit-learn reference row: LSA for text and pixel PCA for images.
+
+    Text: ``TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True)``
+    then ``TruncatedSVD`` (latent semantic analysis, Deerwester et al. 1990). Images:
+    ``image_side × image_side`` RGB thumbnails scaled to [0, 1], then ``PCA``. Both are
+    fitted on the catalogue itself (unsupervised, labels are never seen), so the baseline
+    is transductive: fine as a reference row, not a deployable model.
+
+    Args:
+        n_components: output dimension D of each modality (capped by the data).
+        image_side: thumbnail side in pixels.
+        seed: random state of the SVD/PCA solvers.
+        num_workers: image decoding threads.
+    """
+
+    name = "tfidf_svd"
+
+    def __init__(self, n_components: int = 256, image_side: int = 16, seed: int = 0, num_workers: int = 2, progress: bool = True) -> None:
+        self.n_components = int(n_components)
+        self.image_side = int(image_side)
+        self.seed = seed
+        self.num_workers = max(1, int(num_workers))
+        self.progress = progress
+        self._text = None
+        self._image = None
+
+    def _thumbnails(self, image_paths: Sequence[str | Path]) -> np.ndarray:
+        side = self.image_side
+
+        def thumb(path: str | Path) -> np.ndarray:
+            img = load_rgb(path).resize((side, side), Image.Resampling.BILINEAR)
+            return np.asarray(img, dtype=np.float32).reshape(-1) / 255.0
+
+        with ThreadPoolExecutor(self.num_workers) as pool:
+            rows = list(tqdm(pool.map(thumb, image_paths), total=len(image_paths), desc="tfidf_svd image", unit="img", disable=not self.progress))
+        return np.stack(rows) if rows else np.zeros((0, 3 * side * side), dtype=np.float32)
+
+    def fit(self, texts: Sequence[str], image_paths: Sequence[str | Path]) -> TfidfSvdEmbedder:
+        """Fit TF-IDF + SVD on ``texts`` and PCA on the thumbnails of ``image_paths``.
+
+        Raises:
+            ValueError: fewer than 3 items (no useful decomposition).
+        """
+        from sklearn.decomposition import PCA, TruncatedSVD
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.pipeline import make_pipeline
+
+        if len(texts) < 3:
+            raise ValueError(f"tfidf_svd needs at least 3 products to fit, got {len(texts)}")
+        tfidf = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True, lowercase=True)
+        n_terms = len(tfidf.fit(texts).vocabulary_)
+        k_text = max(1, min(self.n_components, n_terms - 1, len(texts) - 1))
+        self._text = make_pipeline(tfidf, TruncatedSVD(k_text, random_state=self.seed)).fit(texts)
+        thumbs = self._thumbnails(image_paths)
+        k_image = max(1, min(self.n_components, thumbs.shape[1], len(thumbs) - 1))
+        self._image = PCA(k_image, random_state=self.seed).fit(thumbs)
+        self._thumbs_cache = (list(map(str, image_paths)), thumbs)
+        return self
+
+    def _require_fit(self) -> None:
+        if self._text is None:
+            raise RuntimeError("TfidfSvdEmbedder.fit must be called before embedding")
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        self._require_fit()
+        return l2_normalise(self._text.transform([str(t) for t in texts]))
+
+    def embed_images(self, image_paths: Sequence[str | Path]) -> np.ndarray:
+        self._require_fit()
+        cached_paths, cached = self._thumbs_cache
+        thumbs = cached if list(map(str, image_paths)) == cached_paths else self._thumbnails(image_paths)
+        return l2_normalise(self._image.transform(thumbs))
+
+
+def _clip_embedder_from_bundle(bundle: Any, settings: dict[str, Any], name: str) -> ClipEmbedder:
+    """A :class:`ClipEmbedder` over a :class:`vitrina.models.ruclip.RuClipBundle`."""
+    processor = bundle.image_processor
+
+    def preprocess(img: Image.Image) -> np.ndarray:
+        return processor(images=img, return_tensors="np")["pixel_values"][0]
+
+    return ClipEmbedder(
+        bundle.model,
+        lambda texts: bundle.tokenizer(texts, padding="longest"),
+        preprocess,
+        batch_size=settings.get("batch_size", 64),
+        device=settings.get("device", "auto"),
+        precision=settings.get("precision", "fp32"),
+        num_workers=settings.get("num_workers", 2),
+        progress=settings.get("progress", True),
+        name=name,
+    )
+
+
+def embedder_from_ruclip_bundle(bundle: Any, settings: dict[str, Any], name: str = "ruclip") -> ClipEmbedder:
+    """Embedder over an already loaded ruCLIP bundle (e.g. a catalogue checkpoint)."""
+    return _clip_embedder_from_bundle(bundle, settings, name)
+
+
+def _hf_clip(spec: dict[str, Any], settings: dict[str, Any], name: str) -> ClipEmbedder:
+    from transformers import AutoModel, AutoProcessor
+
+    from vitrina.models.ruclip import resolve_checkpoint
+
+    path = resolve_checkpoint(spec["checkpoint"])
+    model = AutoModel.from_pretrained(path)
+    processor = AutoProcessor.from_pretrained(path)
+    # SigLIP was trained with texts padded to a fixed length; CLIP pools at eos.
+    padding = "max_length" if "siglip" in type(model).__name__.lower() else "longest"
+
+    def tokenize(texts: list[str]) -> dict[str, Any]:
+        return processor.tokenizer(texts, padding=padding, truncation=True, return_tensors="pt")
+
+    def preprocess(img: Image.Image) -> np.ndarray:
+        return processor.image_processor(images=img, return_tensors="np")["pixel_values"][0]
+
+    return ClipEmbedder(
+        model,
+        tokenize,
+        preprocess,
+        batch_size=settings.get("batch_size", 64),
+        device=settings.get("device", "auto"),
+        precision=settings.get("precision", "fp32"),
+        num_workers=settings.get("num_workers", 2),
+        progress=settings.get("progress", True),
+        name=name,
+    )
+
+
+def _ruclip(spec: dict[str, Any], settings: dict[str, Any], name: str) -> ClipEmbedder:
+    from vitrina.models.ruclip import load_ruclip
+
+    return _clip_embedder_from_bundle(load_ruclip(spec["checkpoint"]), settings, name)
+
+
+def _tfidf_svd(spec: dict[str, Any], settings: dict[str, Any], name: str) -> TfidfSvdEmbedder:
+    return TfidfSvdEmbedder(
+        n_components=spec.get("n_components", 256),
+        image_side=spec.get("image_side", 16),
+        seed=spec.get("seed", 0),
+        num_workers=settings.get("num_workers", 2),
+        progress=settings.get("progress", True),
+    )
+
+
+EMBEDDER_TYPES: dict[str, Callable[[dict[str, Any], dict[str, Any], str], Embedder]] = {
+    "ruclip": _ruclip,
+    "hf_clip": _hf_clip,
+    "tfidf_svd": _tfidf_svd,
+}
+
+
+def build_embedder(spec: dict[str, Any], settings: dict[str, Any] | None = None, name: str | None = None) -> Embedder:
+    """Build the embedder a model spec names.
+
+    Args:
+        spec: ``{"type": "ruclip" | "hf_clip" | "tfidf_svd", "checkpoint": hub id or path,
+            ...type options}``.
+        settings: ``embeddings`` parameters (``batch_size``, ``device``, ``precision``,
+            ``num_workers``).
+        name: model name for logs and progress bars.
+
+    Raises:
+        ValueError: unknown ``type`` (lists the known ones) or a missing ``checkpoint``.
+    """
+    settings = settings or {}
+    kind = spec.get("type")
+    if kind not in EMBEDDER_TYPES:
+        raise ValueError(f"Unknown embedder type {kind!r}; known types: {sorted(EMBEDDER_TYPES)}")
+    if kind in ("ruclip", "hf_clip") and not spec.get("checkpoint"):
+        raise ValueError(f"Model {name or kind!r} of type {kind!r} needs a 'checkpoint' (hub id or local path)")
+    return EMBEDDER_TYPES[kind](spec, settings, name or kind)

@@ -1,0 +1,23 @@
+"""Project pipelines."""
+
+from __future__ import annotations
+
+from kedro.framework.project import find_pipelines
+from kedro.pipeline import Pipeline
+
+#: The order in which ``kedro run`` (the ``__default__`` pipeline) chains the pipelines.
+MAIN_JOB = ("ingestion", "image_processing", "embeddings", "probing")
+
+
+def register_pipelines() -> dict[str, Pipeline]:
+    """Register the project's pipelines.
+
+    Every folder under ``vitrina/pipelines`` is found by ``find_pipelines``; the default
+    pipeline is the main job, ingestion → image_processing → embeddings → probing.
+
+    Returns:
+        A mapping from pipeline names to ``Pipeline`` objects.
+    """
+    pipelines = find_pipelines(raise_errors=True)
+    pipelines["__default__"] = sum((pipelines[name] for name in MAIN_JOB if name in pipelines), Pipeline([]))
+    return pipelines

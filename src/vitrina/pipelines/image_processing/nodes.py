@@ -1,0 +1,162 @@
+"""Image processing nodes: decode, convert to RGB, resize, write in parallel, resumably."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps
+from tqdm.auto import tqdm
+
+from vitrina.utils import atomic_path
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = ["product_id", "processed_path", "source_width", "source_height", "source_mode"]
+REPORT_COLUMNS = ["product_id", "image_path", "reason", "detail"]
+
+
+def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB.
+
+    Transparency (RGBA, LA, palette with a transparent index) is composited onto
+    ``background``; CMYK and YCbCr go through PIL's converters; 16/32-bit greyscale
+    (``I;16``, ``I``, ``F``) is rescaled to 0-255 by its own min/max, not clipped.
+    EXIF orientation is applied first, so phone photos stand upright.
+    """
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        image = Image.fromarray(scaled.round().astype(np.uint8), mode="L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        canvas.alpha_composite(rgba)
+        return canvas.convert("RGB")
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def resize_square(image: Image.Image, size: int, mode: str = "pad", background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Resize an RGB image to ``size × size`` pixels keeping its aspect ratio.
+
+    ``mode="pad"`` fits the whole image and pads with ``background`` (nothing of the
+    product is cut); ``mode="crop"`` centre-crops to a square first (CLIP's own
+    preprocessing). Resampling is bicubic (PIL), as in CLIP's preprocessing.
+
+    Raises:
+        ValueError: unknown ``mode`` or ``size < 1``.
+    """
+    if size < 1:
+        raise ValueError(f"image_processing.size must be a positive number of pixels, got {size}")
+    if mode == "pad":
+        return ImageOps.pad(image, (size, size), method=Image.Resampling.BICUBIC, color=tuple(background))
+    if mode == "crop":
+        return ImageOps.fit(image, (size, size), method=Image.Resampling.BICUBIC)
+    raise ValueError(f"image_processing.mode must be 'pad' or 'crop', got {mode!r}")
+
+
+def output_name(product_id: str, extension: str) -> str:
+    """A file name for ``product_id`` that is safe on any file system.
+
+    Ids made only of ``[A-Za-z0-9._-]`` are kept as they are; others are sanitised and
+    suffixed with 8 hex chars of their SHA-1 so two ids never collide.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", product_id)
+    if safe != product_id or safe.startswith("."):
+        safe = f"{safe.lstrip('.')}-{hashlib.sha1(product_id.encode()).hexdigest()[:8]}"
+    return f"{safe}.{extension}"
+
+
+def _process_one(src: Path, dst: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Process one image; return manifest fields or ``{"error": ...}``. Never raises."""
+    try:
+        with Image.open(src) as img:  # reads the header only
+            source = {"source_width": img.width, "source_height": img.height, "source_mode": img.mode}
+            if dst.exists():  # written atomically by an earlier run, so complete
+                return source
+            img.load()  # decode now: truncated/corrupt files fail here, not later
+            rgb = to_rgb(img, tuple(params["background"]))
+        out = resize_square(rgb, int(params["size"]), params["mode"], tuple(params["background"]))
+        with atomic_path(dst) as tmp:
+            save_args = {"quality": int(params.get("quality", 95))} if params["format"].upper() == "JPEG" else {}
+            out.save(tmp, format=params["format"], **save_args)
+        return source
+    except FileNotFoundError as exc:
+        return {"error": "missing_image", "detail": str(exc)}
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+        return {"error": "decode_error", "detail": f"{type(exc).__name__}: {exc}"}
+
+
+def process_images(products: pd.DataFrame, image_root: str, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Convert every product image to RGB, resize it to a square and write it to disk.
+
+    Work is spread over ``params["n_workers"]`` threads (PIL releases the GIL while
+    decoding and resizing). Every file is written through a temporary name and renamed,
+    so an interrupted run leaves no half-written image, and a rerun skips images already
+    in ``output_dir`` (only their header is read, to fill the manifest).
+    The output folder name carries size and mode (``224_pad``), so changing either
+    never reuses stale files.
+
+    Args:
+        products: canonical products (``product_id``, ``image_path`` relative to
+            ``image_root``).
+        image_root: directory the ``image_path`` values are relative to.
+        params: ``image_processing`` parameters: ``size`` (px), ``mode`` (pad|crop),
+            ``background`` (RGB 0-255), ``output_dir``, ``format``, ``quality``,
+            ``n_workers``.
+
+    Returns:
+        ``image_manifest`` — one row per product whose image was processed:
+        ``product_id, processed_path, source_width, source_height, source_mode`` — and
+        ``image_quality_report``: ``product_id, image_path, reason, detail`` for every
+        image that failed (``decode_error``, ``missing_image``); those products are
+        excluded downstream.
+
+    Raises:
+        ValueError: no image at all could be processed (names the first errors).
+    """
+    fmt = params.get("format", "JPEG").upper()
+    extension = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}.get(fmt, fmt.lower())
+    out_dir = Path(params["output_dir"]) / f"{int(params['size'])}_{params['mode']}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    root = Path(image_root)
+    jobs = [
+        (pid, rel, root / rel, out_dir / output_name(pid, extension))
+        for pid, rel in zip(products["product_id"], products["image_path"], strict=True)
+    ]
+    n_existing = sum(dst.exists() for *_, dst in jobs)
+    logger.info("image_processing: %d images → %s (%d already done)", len(jobs), out_dir, n_existing)
+    with ThreadPoolExecutor(max_workers=max(1, int(params.get("n_workers", 2)))) as pool:
+        results = list(
+            tqdm(
+                pool.map(lambda job: _process_one(job[2], job[3], {**params, "format": fmt}), jobs),
+                total=len(jobs),
+                desc="image_processing",
+                unit="img",
+            )
+        )
+    manifest, failures = [], []
+    for (pid, rel, _, dst), res in zip(jobs, results, strict=True):
+        if "error" in res:
+            failures.append({"product_id": pid, "image_path": rel, "reason": res["error"], "detail": res["detail"]})
+        else:
+            manifest.append({"product_id": pid, "processed_path": dst.as_posix(), **res})
+    report = pd.DataFrame(failures, columns=REPORT_COLUMNS)
+    if failures:
+        logger.warning("image_processing: %d of %d images failed and are excluded: %s", len(failures), len(jobs), report["reason"].value_counts().to_dict())
+    if not manifest:
+        raise ValueError(
+            f"No image could be processed ({len(jobs)} tried); first errors: "
+            + "; ".join(f"{f['product_id']}: {f['detail']}" for f in failures[:3])
+        )
+    return pd.DataFrame(manifest, columns=MANIFEST_COLUMNS), report

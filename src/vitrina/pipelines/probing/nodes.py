@@ -1,0 +1,216 @@
+"""Probing nodes: task splits, probes per model, and the comparison report."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.model_selection import StratifiedGroupKFold  # noqa: E402
+
+from vitrina.datasets.embeddings import Embeddings  # noqa: E402
+from vitrina.models.probes import build_probe, classification_metrics  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+SPLIT_COLUMNS = ["task", "product_id", "group_id", "label", "split"]
+TASK_REPORT_COLUMNS = ["task", "status", "n_products", "n_classes", "n_dropped_classes", "n_dropped_products", "detail"]
+METRIC_COLUMNS = ["model", "modality", "task", "probe", "metric", "value", "n_train", "n_test"]
+
+
+def _task_labels(products: pd.DataFrame, spec: dict[str, Any]) -> pd.Series:
+    values = products[spec["label"]].astype("string").str.strip().str.lower()
+    classes = spec.get("classes")
+    if classes is not None:
+        values = values.where(values.isin([str(c).lower() for c in classes]))
+    return values
+
+
+def make_probing_splits(products: pd.DataFrame, image_manifest: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per task, the labelled products and a train/test split shared by every model.
+
+    The split is stratified by label and grouped by ``group_id``
+    (``StratifiedGroupKFold`` with ``round(1 / test_size)`` folds, first fold = test), so
+    colour variants of one product never sit on both sides. Only products with a
+    processed image take part. A task is skipped, with the reason logged and reported,
+    when its label column is absent or fewer than two classes survive; a class is dropped
+    (and counted) when it has fewer than ``min_class_size`` products or fewer than two
+    groups (it could not reach both splits).
+
+    Args:
+        products: canonical products.
+        image_manifest: processed images (``product_id``).
+        params: ``probing`` parameters (``tasks``, ``test_size``, ``min_class_size``,
+            ``seed``).
+
+    Returns:
+        ``probing_splits`` (``task, product_id, group_id, label, split`` with split in
+        ``train``/``test``) and ``probing_task_report`` (one row per task: ``status``
+        ``ok``/``skipped``, counts, ``detail``).
+    """
+    eligible = products[products["product_id"].isin(image_manifest["product_id"])]
+    n_folds = max(2, round(1.0 / float(params.get("test_size", 0.2))))
+    min_size = int(params.get("min_class_size", 10))
+    splits, report = [], []
+    for task, spec in params["tasks"].items():
+        if spec["label"] not in eligible.columns:
+            detail = f"label column {spec['label']!r} is not in this catalogue"
+            logger.warning("probing: task %s skipped: %s", task, detail)
+            report.append({"task": task, "status": "skipped", "n_products": 0, "n_classes": 0, "n_dropped_classes": 0, "n_dropped_products": 0, "detail": detail})
+            continue
+        labels = _task_labels(eligible, spec)
+        df = eligible.assign(label=labels)[["product_id", "group_id", "label"]].dropna(subset=["label"])
+        sizes = df.groupby("label").agg(n=("product_id", "size"), groups=("group_id", "nunique"))
+        small = sizes[(sizes["n"] < min_size) | (sizes["groups"] < 2)]
+        dropped_products = int(small["n"].sum())
+        df = df[~df["label"].isin(small.index)]
+        kept = sorted(df["label"].unique())
+        row = {"task": task, "n_classes": len(kept), "n_dropped_classes": len(small), "n_dropped_products": dropped_products}
+        if len(small):
+            logger.info("probing: task %s drops %d classes too small to split (%d products): %s", task, len(small), dropped_products, list(small.index)[:10])
+        if len(kept) < 2:
+            detail = f"fewer than 2 classes with >= {min_size} products in >= 2 groups (have {kept})"
+            logger.warning("probing: task %s skipped: %s", task, detail)
+            report.append({**row, "status": "skipped", "n_products": len(df), "detail": detail})
+            continue
+        fold = StratifiedGroupKFold(n_splits=min(n_folds, int(df.groupby("label")["group_id"].nunique().min())), shuffle=True, random_state=int(params.get("seed", 42)))
+        _, test_idx = next(fold.split(df, df["label"], groups=df["group_id"]))
+        split = np.full(len(df), "train", dtype=object)
+        split[test_idx] = "test"
+        splits.append(df.assign(task=task, split=split))
+        report.append({**row, "status": "ok", "n_products": len(df), "detail": f"{int((split == 'train').sum())} train / {len(test_idx)} test"})
+    out = pd.concat(splits, ignore_index=True)[SPLIT_COLUMNS] if splits else pd.DataFrame(columns=SPLIT_COLUMNS)
+    return out, pd.DataFrame(report, columns=TASK_REPORT_COLUMNS)
+
+
+def check_embedding_ids(embeddings: Embeddings, probing_splits: pd.DataFrame) -> None:
+    """Fail clearly when the embeddings do not cover the probed products.
+
+    Raises:
+        ValueError: naming how many products lack an embedding, with examples (the NPZ
+            belongs to another catalogue or is stale).
+    """
+    needed = pd.unique(probing_splits["product_id"].astype(str))
+    have = set(embeddings.ids.tolist())
+    missing = [str(pid) for pid in needed if pid not in have]
+    if missing:
+        raise ValueError(
+            f"The embeddings ({len(have)} ids) lack {len(missing)} of the {len(needed)} probed products "
+            f"(e.g. {missing[:5]}): they were computed for other products; rerun `kedro run --pipeline=embeddings`"
+        )
+
+
+def probe_embeddings(embeddings: Embeddings, probing_splits: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+    """Fit every probe on every modality × task of one model and score it on the test split.
+
+    Args:
+        embeddings: one model's embeddings (ids, text ``[N, Dt]``, image ``[N, Di]``).
+        probing_splits: output of :func:`make_probing_splits`.
+        params: ``probing`` parameters (``modalities``, ``probes``, ``seed``).
+
+    Returns:
+        Long table ``modality, task, probe, metric, value, n_train, n_test``.
+
+    Raises:
+        ValueError: the embeddings lack probed products (see :func:`check_embedding_ids`).
+    """
+    check_embedding_ids(embeddings, probing_splits)
+    seed = int(params.get("seed", 42))
+    rows = []
+    for task, df in probing_splits.groupby("task", sort=False):
+        emb = embeddings.align(df["product_id"].astype(str))
+        train = (df["split"] == "train").to_numpy()
+        y = df["label"].astype(str).to_numpy()
+        for modality in params.get("modalities", ["text", "image", "text+image"]):
+            x = emb.modality(modality)
+            for probe, probe_params in params["probes"].items():
+                model = build_probe(probe, probe_params, seed=seed).fit(x[train], y[train])
+                proba = model.predict_proba(x[~train])
+                metrics = classification_metrics(y[~train], proba, model.classes_)
+                for metric, value in metrics.items():
+                    rows.append({"modality": modality, "task": task, "probe": probe, "metric": metric, "value": value, "n_train": int(train.sum()), "n_test": int((~train).sum())})
+                logger.info("probing: %-12s %-10s %-6s macro_f1=%.3f acc=%.3f", task, modality, probe, metrics["macro_f1"], metrics["accuracy"])
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS[1:])
+
+
+def combine_probing_metrics(**per_model: pd.DataFrame) -> pd.DataFrame:
+    """One table for all models: ``model, modality, task, probe, metric, value, n_train, n_test``."""
+    frames = [df.assign(model=name) for name, df in per_model.items()]
+    return pd.concat(frames, ignore_index=True)[METRIC_COLUMNS]
+
+
+def plot_probing_metrics(metrics: pd.DataFrame, params: dict[str, Any]) -> plt.Figure:
+    """Grouped bar chart: one panel per task × probe, modalities on x, one bar per model."""
+    metric = params.get("chart_metric", "macro_f1")
+    data = metrics[metrics["metric"] == metric]
+    tasks = list(dict.fromkeys(data["task"]))
+    probes = list(dict.fromkeys(data["probe"]))
+    models = list(dict.fromkeys(data["model"]))
+    modalities = list(dict.fromkeys(data["modality"]))
+    fig, axes = plt.subplots(len(probes), max(1, len(tasks)), figsize=(3.4 * max(1, len(tasks)), 3.0 * len(probes)), squeeze=False, sharey=True)
+    width = 0.8 / max(1, len(models))
+    colours = plt.get_cmap("tab10").colors
+    for r, probe in enumerate(probes):
+        for c, task in enumerate(tasks):
+            ax = axes[r][c]
+            sub = data[(data["task"] == task) & (data["probe"] == probe)]
+            for k, model in enumerate(models):
+                vals = [sub[(sub["model"] == model) & (sub["modality"] == m)]["value"].mean() for m in modalities]
+                xs = np.arange(len(modalities)) + (k - (len(models) - 1) / 2) * width
+                ax.bar(xs, vals, width, label=model, color=colours[k % len(colours)])
+            ax.set_xticks(np.arange(len(modalities)), modalities, fontsize=8)
+            ax.set_ylim(0, 1)
+            ax.set_title(f"{task} · {probe}", fontsize=9)
+            ax.grid(axis="y", alpha=0.3)
+            if c == 0:
+                ax.set_ylabel(metric)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", ncols=len(models), fontsize=8, frameon=False)
+    fig.suptitle(f"Probing: {metric} on the test split (higher is better)", fontsize=11, x=0.01, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return fig
+
+
+def _markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return "—" if math.isnan(v) else format(v, floatfmt)
+        return str(v)
+
+    header = "| " + " | ".join(map(str, df.columns)) + " |"
+    sep = "|" + "---|" * len(df.columns)
+    body = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([header, sep, *body])
+
+
+def write_probing_summary(metrics: pd.DataFrame, task_report: pd.DataFrame, params: dict[str, Any]) -> str:
+    """Markdown summary: the tasks (kept, skipped, dropped classes) and a table per metric."""
+    metric = params.get("chart_metric", "macro_f1")
+    lines = ["# Probing summary", "", "## Tasks", "", _markdown_table(task_report), ""]
+    data = metrics[metrics["metric"] == metric]
+    if not data.empty:
+        table = data.pivot_table(index=["task", "modality"], columns=["model", "probe"], values="value", sort=False).reset_index()
+        table.columns = [" / ".join(c).strip(" /") if isinstance(c, tuple) else c for c in table.columns]
+        lines += [f"## {metric} on the test split", "", _markdown_table(table), ""]
+        best = data.loc[data.groupby("task", sort=False)["value"].idxmax()]
+        lines += ["## Best per task", ""]
+        lines += [f"- **{r.task}**: {r.model} · {r.modality} · {r.probe} = {r.value:.3f}" for r in best.itertuples()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def probing_metrics_for_mlflow(metrics: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """``{"<model>.<modality>.<task>.<probe>.<metric>": {"value": v, "step": 0}}`` for MLflow."""
+    out = {}
+    for r in metrics.itertuples():
+        if isinstance(r.value, float) and math.isnan(r.value):
+            continue
+        key = f"{r.model}.{r.modality.replace('+', '_')}.{r.task}.{r.probe}.{r.metric}"
+        out[key] = {"value": float(r.value), "step": 0}
+    return out

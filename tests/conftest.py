@@ -1,0 +1,64 @@
+"""Shared fixtures: a throw-away copy of the Kedro project with a small test environment."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def make_project(root: Path, n_products: int = 160, extra_env: dict[str, str] | None = None) -> Path:
+    """Copy pyproject + conf into ``root`` and add a ``test`` environment.
+
+    The ``test`` environment writes every output under ``root/data/*/test`` and uses a
+    demo catalogue of ``n_products`` products, so a whole run takes seconds.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
+    shutil.copy(REPO / ".telemetry", root / ".telemetry")
+    shutil.copytree(REPO / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf" / "local").mkdir(exist_ok=True)
+    env = root / "conf" / "test"
+    env.mkdir(exist_ok=True)
+    files = {
+        "globals.yml": "catalogue: test\n",
+        "catalog.yml": f"""
+            raw_products:
+              type: vitrina.datasets.DemoCatalogueDataset
+              path: data/01_raw/demo_test
+              n_products: {n_products}
+              seed: 7
+        """,
+        "parameters_ingestion.yml": (REPO / "conf/base/parameters_ingestion.yml").read_text().replace(
+            "data/01_raw/demo/images", "data/01_raw/demo_test/images"
+        ),
+        "parameters_image_processing.yml": """
+            image_processing:
+              size: 64
+              mode: pad
+              background: [255, 255, 255]
+              output_dir: data/02_intermediate/test/images
+              format: JPEG
+              quality: 90
+              n_workers: 2
+        """,
+    }
+    files.update(extra_env or {})
+    for name, text in files.items():
+        (env / name).write_text(textwrap.dedent(text))
+    return root
+
+
+@pytest.fixture
+def kedro_project(tmp_path, monkeypatch):
+    """A project copy in ``tmp_path`` with the ``test`` env active; cwd is the project."""
+    root = make_project(tmp_path / "project")
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("KEDRO_ENV", "test")
+    monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "true")
+    return root

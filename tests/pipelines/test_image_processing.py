@@ -1,0 +1,119 @@
+"""Image processing: every PIL mode to RGB, resize modes, bad files excluded, resumable runs."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from vitrina.pipelines.image_processing.nodes import output_name, process_images, resize_square, to_rgb
+
+
+def params(out_dir, **kw):
+    return {"size": 32, "mode": "pad", "background": [255, 255, 255], "output_dir": str(out_dir), "format": "JPEG", "quality": 95, "n_workers": 2, **kw}
+
+
+@pytest.fixture
+def root(tmp_path):
+    root = tmp_path / "raw"
+    root.mkdir()
+    Image.new("RGB", (40, 20), (200, 10, 10)).save(root / "rgb.jpg")
+    Image.new("CMYK", (20, 20), (255, 0, 0, 0)).save(root / "cmyk.jpg")
+    Image.new("RGBA", (20, 20), (0, 0, 255, 0)).save(root / "rgba.png")  # fully transparent
+    Image.new("L", (20, 20), 128).save(root / "grey.png")
+    pal = Image.new("P", (20, 20), 0)
+    pal.putpalette([0, 200, 0] * 256)
+    pal.save(root / "palette.png")
+    Image.fromarray(np.linspace(0, 65535, 400, dtype=np.uint16).reshape(20, 20)).save(root / "grey16.png")
+    (root / "corrupt.jpg").write_bytes(b"this is not a jpeg")
+    good = (root / "rgb.jpg").read_bytes()
+    (root / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    return root
+
+
+def products(names):
+    return pd.DataFrame({"product_id": [n.split(".")[0] for n in names], "image_path": names})
+
+
+def test_every_mode_becomes_rgb(root):
+    for name in ("rgb.jpg", "cmyk.jpg", "rgba.png", "grey.png", "palette.png", "grey16.png"):
+        with Image.open(root / name) as img:
+            assert to_rgb(img).mode == "RGB", name
+    with Image.open(root / "rgba.png") as img:  # transparency composited onto the background
+        assert to_rgb(img, (10, 20, 30)).getpixel((5, 5)) == (10, 20, 30)
+    with Image.open(root / "cmyk.jpg") as img:  # cyan in CMYK
+        r, g, b = to_rgb(img).getpixel((5, 5))
+        assert r < 50 and g > 200 and b > 200
+    with Image.open(root / "grey16.png") as img:  # 16-bit greyscale rescaled, not clipped to white
+        arr = np.asarray(to_rgb(img))
+        assert arr.min() == 0 and arr.max() == 255 and 100 < arr.mean() < 155
+
+
+def test_pad_keeps_whole_image_crop_fills_square():
+    wide = Image.new("RGB", (40, 20), (200, 10, 10))
+    padded = resize_square(wide, 32, "pad", (255, 255, 255))
+    cropped = resize_square(wide, 32, "crop")
+    assert padded.size == cropped.size == (32, 32)
+    assert padded.getpixel((16, 1)) == (255, 255, 255)  # padding band on top
+    assert cropped.getpixel((16, 1))[0] > 150  # product colour to the edge
+    with pytest.raises(ValueError, match="'pad' or 'crop'"):
+        resize_square(wide, 32, "stretch")
+
+
+def test_bad_images_are_reported_and_excluded(root, tmp_path):
+    names = ["rgb.jpg", "cmyk.jpg", "rgba.png", "grey.png", "palette.png", "grey16.png", "corrupt.jpg", "truncated.jpg", "missing.jpg"]
+    manifest, report = process_images(products(names), str(root), params(tmp_path / "out"))
+    assert sorted(manifest["product_id"]) == sorted(["rgb", "cmyk", "rgba", "grey", "palette", "grey16"])
+    assert dict(zip(report["product_id"], report["reason"], strict=True)) == {
+        "corrupt": "decode_error",
+        "truncated": "decode_error",
+        "missing": "missing_image",
+    }
+    for path in manifest["processed_path"]:
+        with Image.open(path) as img:
+            assert img.size == (32, 32) and img.mode == "RGB"
+    assert {p.name for p in (tmp_path / "out" / "32_pad").iterdir()} == {f"{n}.jpg" for n in manifest["product_id"]}
+
+
+def test_rerun_skips_processed_images(root, tmp_path, monkeypatch):
+    names = ["rgb.jpg", "grey.png"]
+    manifest, _ = process_images(products(names), str(root), params(tmp_path / "out"))
+    mtimes = {p: os.stat(p).st_mtime_ns for p in manifest["processed_path"]}
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("an already processed image was processed again")
+
+    monkeypatch.setattr("vitrina.pipelines.image_processing.nodes.resize_square", must_not_run)
+    manifest2, report2 = process_images(products(names), str(root), params(tmp_path / "out"))
+    assert report2.empty
+    assert manifest2.equals(manifest)
+    assert {p: os.stat(p).st_mtime_ns for p in manifest2["processed_path"]} == mtimes
+
+
+def test_size_and_mode_change_do_not_reuse_stale_files(root, tmp_path):
+    process_images(products(["rgb.jpg"]), str(root), params(tmp_path / "out"))
+    manifest, _ = process_images(products(["rgb.jpg"]), str(root), params(tmp_path / "out", size=16, mode="crop"))
+    with Image.open(manifest["processed_path"][0]) as img:
+        assert img.size == (16, 16)
+
+
+def test_no_temporary_files_left_behind(root, tmp_path):
+    names = ["rgb.jpg", "corrupt.jpg", "truncated.jpg"]
+    process_images(products(names), str(root), params(tmp_path / "out"))
+    leftovers = [p.name for p in (tmp_path / "out").rglob("*") if ".tmp-" in p.name]
+    assert leftovers == []
+
+
+def test_all_images_failing_is_a_clear_error(root, tmp_path):
+    with pytest.raises(ValueError, match=r"No image could be processed \(2 tried\)"):
+        process_images(products(["corrupt.jpg", "truncated.jpg"]), str(root), params(tmp_path / "out"))
+
+
+def test_output_names_are_safe_and_distinct():
+    assert output_name("0111565001", "jpg") == "0111565001.jpg"
+    a, b = output_name("a/b", "jpg"), output_name("a_b", "jpg")
+    assert "/" not in a and a != b
+    assert not output_name("../x", "jpg").startswith(".")

@@ -1,0 +1,148 @@
+"""Probing: grouped stratified splits, small classes, skipped tasks, metrics, report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vitrina.datasets.embeddings import Embeddings
+from vitrina.pipelines.probing.nodes import (
+    combine_probing_metrics,
+    make_probing_splits,
+    plot_probing_metrics,
+    probe_embeddings,
+    probing_metrics_for_mlflow,
+    write_probing_summary,
+)
+
+PARAMS = {
+    "tasks": {
+        "male_female": {"label": "gender", "type": "binary", "classes": ["female", "male"]},
+        "is_adult": {"label": "is_adult", "type": "binary", "classes": ["false", "true"]},
+        "category": {"label": "category", "type": "multiclass", "classes": None},
+    },
+    "modalities": ["text", "image", "text+image"],
+    "probes": {"logreg": {"C": 1.0}, "mlp": {"hidden_layer_sizes": [32]}},
+    "test_size": 0.25,
+    "min_class_size": 10,
+    "seed": 0,
+    "chart_metric": "macro_f1",
+}
+
+
+def catalogue(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(n // 2), 2)  # colour variants: pairs share a group
+    gender = np.where(rng.random(n // 2) < 0.5, "female", "male")[groups]
+    category = rng.choice(["Одежда", "Обувь", "Сумки"], size=n // 2)[groups].astype(object)
+    category[:6] = "Редкое"  # a class too small to split (6 products < 10)
+    gender = gender.astype(object)
+    gender[::17] = "unisex"  # outside the task's classes: left out
+    return pd.DataFrame(
+        {
+            "product_id": [f"p{i}" for i in range(n)],
+            "group_id": [f"g{g}" for g in groups],
+            "gender": gender,
+            "category": category,
+        }
+    )
+
+
+def embeddings_for(products, signal=True, seed=0):
+    rng = np.random.default_rng(seed)
+    n = len(products)
+    text = rng.normal(size=(n, 16)).astype(np.float32)
+    if signal:
+        text[:, 0] += np.where(products["gender"] == "male", 3.0, -3.0)
+        for k, cat in enumerate(["Одежда", "Обувь", "Сумки"]):
+            text[:, 1 + k] += np.where(products["category"] == cat, 3.0, 0.0)
+    image = rng.normal(size=(n, 8)).astype(np.float32)
+    return Embeddings(ids=products["product_id"].to_numpy(), text=text, image=image)
+
+
+@pytest.fixture
+def products():
+    return catalogue()
+
+
+@pytest.fixture
+def manifest(products):
+    return products[["product_id"]].iloc[:-4]  # four products without a processed image
+
+
+def test_splits_are_grouped_stratified_and_skip_what_is_missing(products, manifest):
+    splits, report = make_probing_splits(products, manifest, PARAMS)
+    rep = report.set_index("task")
+    assert rep.loc["is_adult", "status"] == "skipped"
+    assert "'is_adult' is not in this catalogue" in rep.loc["is_adult", "detail"]
+    assert set(splits["task"]) == {"male_female", "category"}
+    for task, df in splits.groupby("task"):
+        both = set(df[df.split == "train"].group_id) & set(df[df.split == "test"].group_id)
+        assert not both, f"{task}: groups on both sides"
+        share = (df.split == "test").mean()
+        assert 0.15 < share < 0.35
+        for label, sub in df.groupby("label"):  # stratified: every class on both sides
+            assert set(sub.split) == {"train", "test"}, (task, label)
+    assert not set(splits["product_id"]) & set(products["product_id"].iloc[-4:])
+    mf = splits[splits.task == "male_female"]
+    assert set(mf["label"]) == {"female", "male"}  # "unisex" left out
+
+
+def test_too_small_class_is_dropped_and_counted(products, manifest):
+    splits, report = make_probing_splits(products, manifest, PARAMS)
+    rep = report.set_index("task")
+    assert rep.loc["category", "n_dropped_classes"] == 1
+    assert rep.loc["category", "n_dropped_products"] == 6
+    assert "редкое" not in set(splits[splits.task == "category"]["label"])
+
+
+def test_task_with_one_class_left_is_skipped(products, manifest):
+    params = {**PARAMS, "tasks": {"male_female": {"label": "gender", "type": "binary", "classes": ["female", "alien"]}}}
+    splits, report = make_probing_splits(products, manifest, params)
+    assert splits.empty
+    assert report.iloc[0]["status"] == "skipped"
+
+
+def test_probes_find_signal_and_not_noise(products, manifest):
+    splits, _ = make_probing_splits(products, manifest, PARAMS)
+    metrics = probe_embeddings(embeddings_for(products), splits, PARAMS)
+    assert set(metrics.columns) == {"modality", "task", "probe", "metric", "value", "n_train", "n_test"}
+    f1 = metrics[metrics.metric == "macro_f1"].set_index(["task", "modality", "probe"])["value"]
+    for probe, floor in (("logreg", 0.9), ("mlp", 0.75)):  # the MLP overfits 280 items a little
+        assert f1["male_female", "text", probe] > floor
+        assert f1["male_female", "text+image", probe] > floor - 0.05
+        assert f1["male_female", "image", probe] < 0.65  # the image part is pure noise
+        assert f1["category", "text", probe] > floor
+    binary = metrics[(metrics.task == "male_female")]
+    assert {"accuracy", "macro_f1", "roc_auc", "pr_auc"} <= set(binary.metric)
+    assert not {"roc_auc", "pr_auc"} & set(metrics[metrics.task == "category"].metric)
+    n = binary.iloc[0]
+    assert n.n_train + n.n_test == len(splits[splits.task == "male_female"])
+
+
+def test_embeddings_of_other_products_are_a_clear_error(products, manifest):
+    splits, _ = make_probing_splits(products, manifest, PARAMS)
+    other = catalogue().assign(product_id=lambda d: "x" + d["product_id"])
+    with pytest.raises(ValueError, match=r"lack \d+ of the \d+ probed products"):
+        probe_embeddings(embeddings_for(other), splits, PARAMS)
+
+
+def test_report_outputs(products, manifest, tmp_path):
+    splits, report = make_probing_splits(products, manifest, PARAMS)
+    per_model = {
+        "signal": probe_embeddings(embeddings_for(products), splits, PARAMS),
+        "noise": probe_embeddings(embeddings_for(products, signal=False), splits, PARAMS),
+    }
+    metrics = combine_probing_metrics(**per_model)
+    assert list(metrics.columns) == ["model", "modality", "task", "probe", "metric", "value", "n_train", "n_test"]
+    assert set(metrics.model) == {"signal", "noise"}
+    fig = plot_probing_metrics(metrics, PARAMS)
+    assert len(fig.axes) == 2 * 2  # probes × tasks
+    fig.savefig(tmp_path / "chart.png")
+    summary = write_probing_summary(metrics, report, PARAMS)
+    assert "| male_female | text |" in summary and "signal / logreg" in summary
+    assert "**male_female**: signal" in summary  # the informative model wins
+    logged = probing_metrics_for_mlflow(metrics)
+    assert "signal.text_image.male_female.logreg.macro_f1" in logged
+    assert all("+" not in key for key in logged)
