@@ -38,6 +38,7 @@ import random
 import tempfile
 from pathlib import Path
 
+# fmt: off
 RU_ITEMS = [
     "футболка", "платье", "кроссовки", "смартфон", "ноутбук", "чайник", "кофеварка",
     "сумка", "рюкзак", "куртка", "джинсы", "шампунь", "крем для лица", "коляска",
@@ -78,6 +79,7 @@ ATTRS_EN = [
     "weight {f} kg", "pack of {n}", "color: {adj}", "{n} W", "length {n} cm",
     "best seller!", "{n}% off", "in stock", "free shipping",
 ]
+# fmt: on
 # Rare characters: appear only a handful of times so that coverage < 1 drops some of them.
 RARE = ["№", "°", "×", "€", "½", "™", "®", "ї", "ß", "é"]
 
@@ -227,10 +229,18 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, default=Path("tests/fixtures/ruclip"))
-    parser.add_argument("--model", type=Path, default=None,
-                        help="existing bpe.model: skip training, only record ids")
-    parser.add_argument("--ids-out", type=Path, default=None,
-                        help="where to write the ids JSON (default OUT_DIR/golden_ids.json)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="existing bpe.model: skip training, only record ids",
+    )
+    parser.add_argument(
+        "--ids-out",
+        type=Path,
+        default=None,
+        help="where to write the ids JSON (default OUT_DIR/golden_ids.json)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-corpus", type=int, default=4000)
     parser.add_argument("--n-random-tests", type=int, default=300)
@@ -243,11 +253,19 @@ def main() -> None:
         model_path = args.out_dir / "bpe.model"
         with tempfile.TemporaryDirectory() as tmp:
             corpus = Path(tmp) / "corpus.txt"
-            corpus.write_text("\n".join(training_corpus(args.seed, args.n_corpus)) + "\n",
-                              encoding="utf-8")
+            corpus.write_text(
+                "\n".join(training_corpus(args.seed, args.n_corpus)) + "\n", encoding="utf-8"
+            )
             yttm.BPE.train(
-                data=str(corpus), model=str(model_path), vocab_size=args.vocab_size,
-                coverage=args.coverage, n_threads=1, pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+                data=str(corpus),
+                model=str(model_path),
+                vocab_size=args.vocab_size,
+                coverage=args.coverage,
+                n_threads=1,
+                pad_id=0,
+                unk_id=1,
+                bos_id=2,
+                eos_id=3,
             )
     else:
         model_path = args.model

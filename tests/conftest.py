@@ -12,7 +12,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-def make_project(root: Path, n_products: int = 160, extra_env: dict[str, str] | None = None) -> Path:
+def make_project(
+    root: Path, n_products: int = 300, extra_env: dict[str, str] | None = None
+) -> Path:
     """Copy pyproject + conf into ``root`` and add a ``test`` environment.
 
     The ``test`` environment writes every output under ``root/data/*/test`` and uses a
@@ -21,6 +23,7 @@ def make_project(root: Path, n_products: int = 160, extra_env: dict[str, str] | 
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
     shutil.copy(REPO / ".telemetry", root / ".telemetry")
+    (root / "src").mkdir()  # the package itself is installed (editable) in the venv
     shutil.copytree(REPO / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
     (root / "conf" / "local").mkdir(exist_ok=True)
     env = root / "conf" / "test"
@@ -34,9 +37,9 @@ def make_project(root: Path, n_products: int = 160, extra_env: dict[str, str] | 
               n_products: {n_products}
               seed: 7
         """,
-        "parameters_ingestion.yml": (REPO / "conf/base/parameters_ingestion.yml").read_text().replace(
-            "data/01_raw/demo/images", "data/01_raw/demo_test/images"
-        ),
+        "parameters_ingestion.yml": (REPO / "conf/base/parameters_ingestion.yml")
+        .read_text()
+        .replace("data/01_raw/demo/images", "data/01_raw/demo_test/images"),
         "parameters_image_processing.yml": """
             image_processing:
               size: 64

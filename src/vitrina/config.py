@@ -2,19 +2,17 @@
 
 Kedro builds pipelines before a session loads parameters, so the per-model namespaced
 pipelines (embeddings, probing) read ``embeddings.models`` here, from ``conf/base`` merged
-with the environment in ``KEDRO_ENV`` (default ``local``), through Kedro's own
-``OmegaConfigLoader``. An environment may change a model's spec; to add or remove model
+with the environment in ``KEDRO_ENV`` (default ``local``). An environment may change a model's spec; to add or remove model
 *names* in an environment, also set ``KEDRO_ENV=<env>`` so the pipelines see them.
 """
 
 from __future__ import annotations
 
 import os
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-from kedro.config import OmegaConfigLoader
+import yaml
 
 
 def project_root() -> Path:
@@ -28,18 +26,21 @@ def project_root() -> Path:
     return Path.cwd()
 
 
-@cache
 def _parameters(conf_source: str, env: str) -> dict[str, Any]:
-    loader = OmegaConfigLoader(
-        conf_source=conf_source,
-        base_env="base",
-        default_run_env=env,
-        config_patterns={"parameters": ["parameters*", "parameters*/**", "**/parameters*"]},
-    )
-    return dict(loader["parameters"])
+    """Top-level parameter keys of ``base`` then ``env`` (later files replace whole keys,
+    as Kedro's default destructive merge does). Plain YAML, interpolations unresolved:
+    creating a second ``OmegaConfigLoader`` in the process would re-register OmegaConf's
+    global ``globals``/``runtime_params`` resolvers and break the running session's."""
+    merged: dict[str, Any] = {}
+    for folder in dict.fromkeys(["base", env]):
+        for path in sorted(Path(conf_source, folder).glob("**/parameters*.yml")):
+            merged.update(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    return merged
 
 
-def model_specs(conf_source: str | Path | None = None, env: str | None = None) -> dict[str, dict[str, Any]]:
+def model_specs(
+    conf_source: str | Path | None = None, env: str | None = None
+) -> dict[str, dict[str, Any]]:
     """``embeddings.models`` as ``{name: spec}``, in the configured order.
 
     Raises:
@@ -52,8 +53,12 @@ def model_specs(conf_source: str | Path | None = None, env: str | None = None) -
         env = "base"
     models = (_parameters(conf_source, env).get("embeddings") or {}).get("models") or {}
     if not models:
-        raise ValueError(f"No model in embeddings.models ({conf_source}, env {env!r}): configure at least one")
+        raise ValueError(
+            f"No model in embeddings.models ({conf_source}, env {env!r}): configure at least one"
+        )
     for name in models:
         if not str(name).replace("_", "").isalnum():
-            raise ValueError(f"Model name {name!r} must use letters, digits and '_' only (it becomes a Kedro namespace)")
+            raise ValueError(
+                f"Model name {name!r} must use letters, digits and '_' only (it becomes a Kedro namespace)"
+            )
     return {str(k): dict(v) for k, v in models.items()}

@@ -41,7 +41,9 @@ class ProjectHooks:
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
         """Log what runs, and tag the MLflow run kedro-mlflow has just started."""
         env = run_params.get("env") or "local"
-        pipeline = run_params.get("pipeline_name") or "__default__"
+        pipeline = ",".join(
+            run_params.get("pipeline_names") or [run_params.get("pipeline_name") or "__default__"]
+        )
         logger.info("Vitrina run: pipeline=%s env=%s", pipeline, env)
         try:
             import mlflow

@@ -19,5 +19,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         A mapping from pipeline names to ``Pipeline`` objects.
     """
     pipelines = find_pipelines(raise_errors=True)
-    pipelines["__default__"] = sum((pipelines[name] for name in MAIN_JOB if name in pipelines), Pipeline([]))
+    pipelines["__default__"] = sum(
+        (pipelines[name] for name in MAIN_JOB if name in pipelines), Pipeline([])
+    )
     return pipelines

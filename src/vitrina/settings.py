@@ -28,4 +28,6 @@ CONFIG_LOADER_ARGS = {
 
 # Kedro 1.7 calls OmegaConf's deprecated register_new_resolver on every config load; the
 # warning is Kedro's own, not actionable here, and drowns the run log.
-warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
+warnings.filterwarnings(
+    "ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning
+)

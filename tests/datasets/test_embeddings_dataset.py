@@ -11,7 +11,11 @@ from vitrina.datasets.embeddings import Embeddings, EmbeddingsDataset
 
 def sample(n=4, d=3):
     rng = np.random.default_rng(0)
-    return Embeddings(ids=np.array([f"id{i}" for i in range(n)]), text=rng.normal(size=(n, d)), image=rng.normal(size=(n, d + 1)))
+    return Embeddings(
+        ids=np.array([f"id{i}" for i in range(n)]),
+        text=rng.normal(size=(n, d)),
+        image=rng.normal(size=(n, d + 1)),
+    )
 
 
 def test_round_trip_keeps_ids_dtypes_and_values(tmp_path):
@@ -29,7 +33,9 @@ def test_round_trip_keeps_ids_dtypes_and_values(tmp_path):
 
 
 def test_missing_file_names_the_pipeline_to_run(tmp_path):
-    with pytest.raises(DatasetError, match=r"does not exist: run `kedro run --pipeline=embeddings`"):
+    with pytest.raises(
+        DatasetError, match=r"does not exist: run `kedro run --pipeline=embeddings`"
+    ):
         EmbeddingsDataset(str(tmp_path / "nope.npz")).load()
 
 

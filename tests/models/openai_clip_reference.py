@@ -55,7 +55,9 @@ class ResidualAttentionBlock(nn.Module):
 class Transformer(nn.Module):
     def __init__(self, width: int, layers: int, heads: int) -> None:
         super().__init__()
-        self.resblocks = nn.ModuleList([ResidualAttentionBlock(width, heads) for _ in range(layers)])
+        self.resblocks = nn.ModuleList(
+            [ResidualAttentionBlock(width, heads) for _ in range(layers)]
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         for block in self.resblocks:
@@ -64,7 +66,9 @@ class Transformer(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    def __init__(self, resolution: int, patch: int, width: int, layers: int, heads: int, out_dim: int) -> None:
+    def __init__(
+        self, resolution: int, patch: int, width: int, layers: int, heads: int, out_dim: int
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, width, kernel_size=patch, stride=patch, bias=False)
         self.class_embedding = nn.Parameter(torch.zeros(width))
@@ -98,9 +102,13 @@ class ReferenceCLIP(nn.Module):
             cfg["vision_width"] // 64,
             cfg["embed_dim"],
         )
-        self.transformer = Transformer(cfg["transformer_width"], cfg["transformer_layers"], cfg["transformer_heads"])
+        self.transformer = Transformer(
+            cfg["transformer_width"], cfg["transformer_layers"], cfg["transformer_heads"]
+        )
         self.token_embedding = nn.Embedding(cfg["vocab_size"], cfg["transformer_width"])
-        self.positional_embedding = nn.Parameter(torch.zeros(cfg["context_length"], cfg["transformer_width"]))
+        self.positional_embedding = nn.Parameter(
+            torch.zeros(cfg["context_length"], cfg["transformer_width"])
+        )
         self.ln_final = nn.LayerNorm(cfg["transformer_width"])
         self.text_projection = nn.Parameter(torch.zeros(cfg["transformer_width"], cfg["embed_dim"]))
         self.logit_scale = nn.Parameter(torch.zeros(()))

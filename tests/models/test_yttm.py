@@ -52,7 +52,9 @@ def test_tokenizers_port_reproduces_youtokentome_ids(bpe, golden, texts):
     tok = yttm_to_tokenizer(bpe)
     got = [e.ids for e in tok.encode_batch(texts)]
     mismatches = [
-        (c["text"], c["ids"], ids) for c, ids in zip(golden["cases"], got, strict=True) if ids != c["ids"]
+        (c["text"], c["ids"], ids)
+        for c, ids in zip(golden["cases"], got, strict=True)
+        if ids != c["ids"]
     ]
     assert not mismatches, mismatches[:5]
     # single-text encode goes through the same pipeline
@@ -61,7 +63,11 @@ def test_tokenizers_port_reproduces_youtokentome_ids(bpe, golden, texts):
 
 def test_python_encoder_reproduces_youtokentome_ids(bpe, golden, texts):
     got = bpe.encode(texts)
-    mismatches = [(c["text"], c["ids"], ids) for c, ids in zip(golden["cases"], got, strict=True) if ids != c["ids"]]
+    mismatches = [
+        (c["text"], c["ids"], ids)
+        for c, ids in zip(golden["cases"], got, strict=True)
+        if ids != c["ids"]
+    ]
     assert not mismatches, mismatches[:5]
     assert bpe.encode(texts) == got  # word cache does not change results
 

@@ -9,11 +9,25 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from vitrina.pipelines.image_processing.nodes import output_name, process_images, resize_square, to_rgb
+from vitrina.pipelines.image_processing.nodes import (
+    output_name,
+    process_images,
+    resize_square,
+    to_rgb,
+)
 
 
 def params(out_dir, **kw):
-    return {"size": 32, "mode": "pad", "background": [255, 255, 255], "output_dir": str(out_dir), "format": "JPEG", "quality": 95, "n_workers": 2, **kw}
+    return {
+        "size": 32,
+        "mode": "pad",
+        "background": [255, 255, 255],
+        "output_dir": str(out_dir),
+        "format": "JPEG",
+        "quality": 95,
+        "n_workers": 2,
+        **kw,
+    }
 
 
 @pytest.fixture
@@ -27,7 +41,9 @@ def root(tmp_path):
     pal = Image.new("P", (20, 20), 0)
     pal.putpalette([0, 200, 0] * 256)
     pal.save(root / "palette.png")
-    Image.fromarray(np.linspace(0, 65535, 400, dtype=np.uint16).reshape(20, 20)).save(root / "grey16.png")
+    Image.fromarray(np.linspace(0, 65535, 400, dtype=np.uint16).reshape(20, 20)).save(
+        root / "grey16.png"
+    )
     (root / "corrupt.jpg").write_bytes(b"this is not a jpeg")
     good = (root / "rgb.jpg").read_bytes()
     (root / "truncated.jpg").write_bytes(good[: len(good) // 2])
@@ -64,9 +80,21 @@ def test_pad_keeps_whole_image_crop_fills_square():
 
 
 def test_bad_images_are_reported_and_excluded(root, tmp_path):
-    names = ["rgb.jpg", "cmyk.jpg", "rgba.png", "grey.png", "palette.png", "grey16.png", "corrupt.jpg", "truncated.jpg", "missing.jpg"]
+    names = [
+        "rgb.jpg",
+        "cmyk.jpg",
+        "rgba.png",
+        "grey.png",
+        "palette.png",
+        "grey16.png",
+        "corrupt.jpg",
+        "truncated.jpg",
+        "missing.jpg",
+    ]
     manifest, report = process_images(products(names), str(root), params(tmp_path / "out"))
-    assert sorted(manifest["product_id"]) == sorted(["rgb", "cmyk", "rgba", "grey", "palette", "grey16"])
+    assert sorted(manifest["product_id"]) == sorted(
+        ["rgb", "cmyk", "rgba", "grey", "palette", "grey16"]
+    )
     assert dict(zip(report["product_id"], report["reason"], strict=True)) == {
         "corrupt": "decode_error",
         "truncated": "decode_error",
@@ -75,7 +103,9 @@ def test_bad_images_are_reported_and_excluded(root, tmp_path):
     for path in manifest["processed_path"]:
         with Image.open(path) as img:
             assert img.size == (32, 32) and img.mode == "RGB"
-    assert {p.name for p in (tmp_path / "out" / "32_pad").iterdir()} == {f"{n}.jpg" for n in manifest["product_id"]}
+    assert {p.name for p in (tmp_path / "out" / "32_pad").iterdir()} == {
+        f"{n}.jpg" for n in manifest["product_id"]
+    }
 
 
 def test_rerun_skips_processed_images(root, tmp_path, monkeypatch):
@@ -95,7 +125,9 @@ def test_rerun_skips_processed_images(root, tmp_path, monkeypatch):
 
 def test_size_and_mode_change_do_not_reuse_stale_files(root, tmp_path):
     process_images(products(["rgb.jpg"]), str(root), params(tmp_path / "out"))
-    manifest, _ = process_images(products(["rgb.jpg"]), str(root), params(tmp_path / "out", size=16, mode="crop"))
+    manifest, _ = process_images(
+        products(["rgb.jpg"]), str(root), params(tmp_path / "out", size=16, mode="crop")
+    )
     with Image.open(manifest["processed_path"][0]) as img:
         assert img.size == (16, 16)
 
@@ -109,7 +141,9 @@ def test_no_temporary_files_left_behind(root, tmp_path):
 
 def test_all_images_failing_is_a_clear_error(root, tmp_path):
     with pytest.raises(ValueError, match=r"No image could be processed \(2 tried\)"):
-        process_images(products(["corrupt.jpg", "truncated.jpg"]), str(root), params(tmp_path / "out"))
+        process_images(
+            products(["corrupt.jpg", "truncated.jpg"]), str(root), params(tmp_path / "out")
+        )
 
 
 def test_output_names_are_safe_and_distinct():

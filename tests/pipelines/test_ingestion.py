@@ -30,7 +30,13 @@ def params(image_root):
     return {
         "image_root": str(image_root),
         "image_path_template": "{value}.jpg",
-        "columns": {"product_id": "sku", "title": "name", "description": "text", "image": "pic", "group_id": "model"},
+        "columns": {
+            "product_id": "sku",
+            "title": "name",
+            "description": "text",
+            "image": "pic",
+            "group_id": "model",
+        },
         "labels": {"category": "cat"},
         "derived_labels": {},
         "required": ["product_id", "title", "description", "image"],
@@ -54,7 +60,9 @@ def raw_table(**overrides):
 
 
 def run(raw, params):
-    return clean_products(map_to_canonical_schema(validate_raw_products(raw, params), params), params)
+    return clean_products(
+        map_to_canonical_schema(validate_raw_products(raw, params), params), params
+    )
 
 
 def reasons(report):
@@ -63,7 +71,13 @@ def reasons(report):
 
 def test_maps_source_columns_to_canonical_schema(params):
     products, report = run(raw_table(), params)
-    assert list(products.columns[:5]) == ["product_id", "title", "description", "image_path", "group_id"]
+    assert list(products.columns[:5]) == [
+        "product_id",
+        "title",
+        "description",
+        "image_path",
+        "group_id",
+    ]
     assert products["image_path"].tolist() == ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]
     assert products["category"].tolist()[2] == "Обувь"
     assert reasons(report) == {"kept": 5}
@@ -111,7 +125,9 @@ def test_missing_image_files_are_dropped(params, image_root):
 def test_every_image_missing_is_a_clear_error(params, image_root):
     for f in image_root.iterdir():
         f.unlink()
-    with pytest.raises(IngestionError, match=r"No product left after cleaning 5 rows \(dropped: missing_image=5\)"):
+    with pytest.raises(
+        IngestionError, match=r"No product left after cleaning 5 rows \(dropped: missing_image=5\)"
+    ):
         run(raw_table(), params)
 
 
@@ -124,8 +140,22 @@ def test_group_id_defaults_to_product_id(params):
 def test_derived_labels_first_matching_rule_wins():
     raw = pd.DataFrame(
         {
-            "index_group_name": ["Ladieswear", "Menswear", "Divided", "Sport", "Baby/Children", "Divided"],
-            "section_name": ["Womens Tailoring", "Men Underwear", "Ladies Denim", "Men H&M Sport", "Kids Boy", "Divided Basics"],
+            "index_group_name": [
+                "Ladieswear",
+                "Menswear",
+                "Divided",
+                "Sport",
+                "Baby/Children",
+                "Divided",
+            ],
+            "section_name": [
+                "Womens Tailoring",
+                "Men Underwear",
+                "Ladies Denim",
+                "Men H&M Sport",
+                "Kids Boy",
+                "Divided Basics",
+            ],
         }
     )
     spec = {
@@ -144,7 +174,12 @@ def test_derived_labels_first_matching_rule_wins():
 
 
 def test_sample_is_stratified_seeded_and_exact():
-    df = pd.DataFrame({"product_id": [str(i) for i in range(1000)], "category": ["a"] * 700 + ["b"] * 250 + ["c"] * 50})
+    df = pd.DataFrame(
+        {
+            "product_id": [str(i) for i in range(1000)],
+            "category": ["a"] * 700 + ["b"] * 250 + ["c"] * 50,
+        }
+    )
     s1 = sample_products(df, 100, "category", seed=1)
     s2 = sample_products(df, 100, "category", seed=1)
     s3 = sample_products(df, 100, "category", seed=2)

@@ -98,7 +98,12 @@ def test_too_small_class_is_dropped_and_counted(products, manifest):
 
 
 def test_task_with_one_class_left_is_skipped(products, manifest):
-    params = {**PARAMS, "tasks": {"male_female": {"label": "gender", "type": "binary", "classes": ["female", "alien"]}}}
+    params = {
+        **PARAMS,
+        "tasks": {
+            "male_female": {"label": "gender", "type": "binary", "classes": ["female", "alien"]}
+        },
+    }
     splits, report = make_probing_splits(products, manifest, params)
     assert splits.empty
     assert report.iloc[0]["status"] == "skipped"
@@ -107,7 +112,15 @@ def test_task_with_one_class_left_is_skipped(products, manifest):
 def test_probes_find_signal_and_not_noise(products, manifest):
     splits, _ = make_probing_splits(products, manifest, PARAMS)
     metrics = probe_embeddings(embeddings_for(products), splits, PARAMS)
-    assert set(metrics.columns) == {"modality", "task", "probe", "metric", "value", "n_train", "n_test"}
+    assert set(metrics.columns) == {
+        "modality",
+        "task",
+        "probe",
+        "metric",
+        "value",
+        "n_train",
+        "n_test",
+    }
     f1 = metrics[metrics.metric == "macro_f1"].set_index(["task", "modality", "probe"])["value"]
     for probe, floor in (("logreg", 0.9), ("mlp", 0.75)):  # the MLP overfits 280 items a little
         assert f1["male_female", "text", probe] > floor
@@ -135,7 +148,16 @@ def test_report_outputs(products, manifest, tmp_path):
         "noise": probe_embeddings(embeddings_for(products, signal=False), splits, PARAMS),
     }
     metrics = combine_probing_metrics(**per_model)
-    assert list(metrics.columns) == ["model", "modality", "task", "probe", "metric", "value", "n_train", "n_test"]
+    assert list(metrics.columns) == [
+        "model",
+        "modality",
+        "task",
+        "probe",
+        "metric",
+        "value",
+        "n_train",
+        "n_test",
+    ]
     assert set(metrics.model) == {"signal", "noise"}
     fig = plot_probing_metrics(metrics, PARAMS)
     assert len(fig.axes) == 2 * 2  # probes × tasks

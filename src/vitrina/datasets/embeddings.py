@@ -38,7 +38,9 @@ class Embeddings:
         object.__setattr__(self, "ids", ids)
         n = len(ids)
         if len(np.unique(ids)) != n:
-            raise ValueError(f"Embeddings ids are not unique ({n - len(np.unique(ids))} duplicates)")
+            raise ValueError(
+                f"Embeddings ids are not unique ({n - len(np.unique(ids))} duplicates)"
+            )
         for name in MODALITIES:
             arr = np.asarray(getattr(self, name), dtype=np.float32)
             if arr.ndim != 2 or arr.shape[0] != n:
@@ -76,7 +78,9 @@ class Embeddings:
                 f"(e.g. {missing[:5]}); the embeddings are stale for these products: "
                 "rerun `kedro run --pipeline=embeddings`"
             )
-        rows = np.fromiter((index[pid] for pid in product_ids), dtype=np.int64, count=len(product_ids))
+        rows = np.fromiter(
+            (index[pid] for pid in product_ids), dtype=np.int64, count=len(product_ids)
+        )
         return Embeddings(ids=self.ids[rows], text=self.text[rows], image=self.image[rows])
 
 
@@ -129,7 +133,9 @@ class EmbeddingsDataset(AbstractDataset[Embeddings, Embeddings]):
     def preview(self, nrows: int = 5) -> TablePreview:
         """kedro-viz table preview: shapes and the first ``nrows`` ids with vector heads."""
         if not self._filepath.exists():
-            return TablePreview({"columns": ["status"], "index": [0], "data": [["not written yet"]]})
+            return TablePreview(
+                {"columns": ["status"], "index": [0], "data": [["not written yet"]]}
+            )
         emb = self.load()
         rows = []
         for i in range(min(nrows, len(emb))):
@@ -142,5 +148,9 @@ class EmbeddingsDataset(AbstractDataset[Embeddings, Embeddings]):
             )
         rows.append(["shape", str(list(emb.text.shape)), str(list(emb.image.shape))])
         return TablePreview(
-            {"columns": ["id", "text[:4]", "image[:4]"], "index": list(range(len(rows))), "data": rows}
+            {
+                "columns": ["id", "text[:4]", "image[:4]"],
+                "index": list(range(len(rows))),
+                "data": rows,
+            }
         )

@@ -141,9 +141,18 @@ class ClipEmbedder(Embedder):
         out = np.zeros((len(texts), 0), dtype=np.float32)
         chunks = []
         with torch.inference_mode(), self._autocast():
-            for sl in tqdm(list(_batches(len(texts), self.batch_size)), desc=f"{self.name} text", unit="batch", disable=not self.progress):
+            for sl in tqdm(
+                list(_batches(len(texts), self.batch_size)),
+                desc=f"{self.name} text",
+                unit="batch",
+                disable=not self.progress,
+            ):
                 batch = self.tokenize([texts[i] for i in order[sl]])
-                batch = {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+                batch = {
+                    k: v.to(self.device)
+                    for k, v in batch.items()
+                    if k in ("input_ids", "attention_mask")
+                }
                 feats = self._features(self.model.get_text_features(**batch))
                 chunks.append(feats.float().cpu().numpy())
         if chunks:
@@ -167,7 +176,12 @@ class ClipEmbedder(Embedder):
                 pending.append(pool.submit(self._pixels, image_paths[sl]))
                 if len(pending) > self.num_workers:
                     break
-            bar = tqdm(total=len(image_paths), desc=f"{self.name} image", unit="img", disable=not self.progress)
+            bar = tqdm(
+                total=len(image_paths),
+                desc=f"{self.name} image",
+                unit="img",
+                disable=not self.progress,
+            )
             while pending:
                 pixels = pending.popleft().result()
                 nxt = next(it, None)
@@ -201,7 +215,14 @@ class TfidfSvdEmbedder(Embedder):
 
     name = "tfidf_svd"
 
-    def __init__(self, n_components: int = 256, image_side: int = 16, seed: int = 0, num_workers: int = 2, progress: bool = True) -> None:
+    def __init__(
+        self,
+        n_components: int = 256,
+        image_side: int = 16,
+        seed: int = 0,
+        num_workers: int = 2,
+        progress: bool = True,
+    ) -> None:
         self.n_components = int(n_components)
         self.image_side = int(image_side)
         self.seed = seed
@@ -218,7 +239,15 @@ class TfidfSvdEmbedder(Embedder):
             return np.asarray(img, dtype=np.float32).reshape(-1) / 255.0
 
         with ThreadPoolExecutor(self.num_workers) as pool:
-            rows = list(tqdm(pool.map(thumb, image_paths), total=len(image_paths), desc="tfidf_svd image", unit="img", disable=not self.progress))
+            rows = list(
+                tqdm(
+                    pool.map(thumb, image_paths),
+                    total=len(image_paths),
+                    desc="tfidf_svd image",
+                    unit="img",
+                    disable=not self.progress,
+                )
+            )
         return np.stack(rows) if rows else np.zeros((0, 3 * side * side), dtype=np.float32)
 
     def fit(self, texts: Sequence[str], image_paths: Sequence[str | Path]) -> TfidfSvdEmbedder:
@@ -233,7 +262,9 @@ class TfidfSvdEmbedder(Embedder):
 
         if len(texts) < 3:
             raise ValueError(f"tfidf_svd needs at least 3 products to fit, got {len(texts)}")
-        tfidf = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True, lowercase=True)
+        tfidf = TfidfVectorizer(
+            analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True, lowercase=True
+        )
         n_terms = len(tfidf.fit(texts).vocabulary_)
         k_text = max(1, min(self.n_components, n_terms - 1, len(texts) - 1))
         self._text = make_pipeline(tfidf, TruncatedSVD(k_text, random_state=self.seed)).fit(texts)
@@ -254,7 +285,9 @@ class TfidfSvdEmbedder(Embedder):
     def embed_images(self, image_paths: Sequence[str | Path]) -> np.ndarray:
         self._require_fit()
         cached_paths, cached = self._thumbs_cache
-        thumbs = cached if list(map(str, image_paths)) == cached_paths else self._thumbnails(image_paths)
+        thumbs = (
+            cached if list(map(str, image_paths)) == cached_paths else self._thumbnails(image_paths)
+        )
         return l2_normalise(self._image.transform(thumbs))
 
 
@@ -278,7 +311,9 @@ def _clip_embedder_from_bundle(bundle: Any, settings: dict[str, Any], name: str)
     )
 
 
-def embedder_from_ruclip_bundle(bundle: Any, settings: dict[str, Any], name: str = "ruclip") -> ClipEmbedder:
+def embedder_from_ruclip_bundle(
+    bundle: Any, settings: dict[str, Any], name: str = "ruclip"
+) -> ClipEmbedder:
     """Embedder over an already loaded ruCLIP bundle (e.g. a catalogue checkpoint)."""
     return _clip_embedder_from_bundle(bundle, settings, name)
 
@@ -288,7 +323,7 @@ def _hf_clip(spec: dict[str, Any], settings: dict[str, Any], name: str) -> ClipE
 
     from vitrina.models.ruclip import resolve_checkpoint
 
-    path = resolve_checkpoint(spec["checkpoint"])
+    path = resolve_checkpoint(spec["checkpoint"], required_files=None)
     model = AutoModel.from_pretrained(path)
     processor = AutoProcessor.from_pretrained(path)
     # SigLIP was trained with texts padded to a fixed length; CLIP pools at eos.
@@ -336,7 +371,9 @@ EMBEDDER_TYPES: dict[str, Callable[[dict[str, Any], dict[str, Any], str], Embedd
 }
 
 
-def build_embedder(spec: dict[str, Any], settings: dict[str, Any] | None = None, name: str | None = None) -> Embedder:
+def build_embedder(
+    spec: dict[str, Any], settings: dict[str, Any] | None = None, name: str | None = None
+) -> Embedder:
     """Build the embedder a model spec names.
 
     Args:
@@ -354,5 +391,7 @@ def build_embedder(spec: dict[str, Any], settings: dict[str, Any] | None = None,
     if kind not in EMBEDDER_TYPES:
         raise ValueError(f"Unknown embedder type {kind!r}; known types: {sorted(EMBEDDER_TYPES)}")
     if kind in ("ruclip", "hf_clip") and not spec.get("checkpoint"):
-        raise ValueError(f"Model {name or kind!r} of type {kind!r} needs a 'checkpoint' (hub id or local path)")
+        raise ValueError(
+            f"Model {name or kind!r} of type {kind!r} needs a 'checkpoint' (hub id or local path)"
+        )
     return EMBEDDER_TYPES[kind](spec, settings, name or kind)

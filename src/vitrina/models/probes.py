@@ -37,14 +37,22 @@ def build_probe(kind: str, params: dict[str, Any] | None = None, seed: int = 0) 
     elif kind == "mlp":
         if "hidden_layer_sizes" in params:
             params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
-        defaults = {"hidden_layer_sizes": (256,), "early_stopping": True, "n_iter_no_change": 20, "batch_size": 64, "max_iter": 500}
+        defaults = {
+            "hidden_layer_sizes": (256,),
+            "early_stopping": True,
+            "n_iter_no_change": 20,
+            "batch_size": 64,
+            "max_iter": 500,
+        }
         clf = MLPClassifier(random_state=seed, **{**defaults, **params})
     else:
         raise ValueError(f"Unknown probe {kind!r}; expected 'logreg' or 'mlp'")
     return make_pipeline(StandardScaler(), clf)
 
 
-def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> dict[str, float]:
+def classification_metrics(
+    y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray
+) -> dict[str, float]:
     """Accuracy and macro-F1; ROC-AUC and PR-AUC (average precision) for two classes.
 
     Args:
@@ -59,7 +67,9 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes: np.nd
     y_pred = classes[np.argmax(proba, axis=1)]
     out = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=classes, zero_division=0)),
+        "macro_f1": float(
+            f1_score(y_true, y_pred, average="macro", labels=classes, zero_division=0)
+        ),
     }
     if len(classes) == 2:
         positive = (np.asarray(y_true) == classes[1]).astype(int)

@@ -77,7 +77,9 @@ HUB_ORG = "ai-forever"
 
 # ruclip.RuCLIPProcessor class constants.
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
-RUCLIP_SPECIAL_TOKENS = YttmSpecialTokens(pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID)
+RUCLIP_SPECIAL_TOKENS = YttmSpecialTokens(
+    pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID
+)
 
 # OpenAI CLIP image normalisation; ruclip.RuCLIPProcessor falls back to these when
 # config.json has no mean/std.
@@ -245,8 +247,26 @@ class RuClipConfig:
         mean: Sequence[float] = OPENAI_CLIP_MEAN,
         std: Sequence[float] = OPENAI_CLIP_STD,
     ) -> RuClipConfig:
-        """Read the architecture back from a ``CLIPModel`` (mean/std are not stored there)."""
+        """Read the architecture back from a ``CLIPModel`` (mean/std are not stored there).
+
+        Raises:
+            ValueError: the model cannot be expressed in the ruclip layout (activation other
+                than quick_gelu, MLP width != 4 x width, vision heads != width // 64, eos id
+                other than 3, ...).
+        """
         t, v = model.config.text_config, model.config.vision_config
+        problems = []
+        for name, c in (("text", t), ("vision", v)):
+            if c.hidden_act != "quick_gelu":
+                problems.append(f"{name} hidden_act={c.hidden_act!r} (ruclip uses quick_gelu)")
+            if c.intermediate_size != 4 * c.hidden_size:
+                problems.append(f"{name} intermediate_size={c.intermediate_size} != 4 x width")
+        if v.num_attention_heads * 64 != v.hidden_size:
+            problems.append(f"vision heads {v.num_attention_heads} != vision width // 64")
+        if t.eos_token_id != EOS_ID:
+            problems.append(f"text eos_token_id={t.eos_token_id} (ruCLIP pools at id {EOS_ID})")
+        if problems:
+            raise ValueError("not a ruCLIP-compatible CLIPModel: " + "; ".join(problems))
         return cls(
             embed_dim=model.config.projection_dim,
             image_resolution=int(v.image_size),
@@ -269,7 +289,16 @@ def _missing_files(path: Path, required: Sequence[str]) -> list[str]:
 
 
 # Weight formats a PyTorch user never needs; skipped when a whole hub repo is downloaded.
-_HUB_IGNORE = ["*.h5", "*.msgpack", "*.onnx", "*.onnx_data", "*.ot", "*.tflite", "*.mlmodel", "*.gguf"]
+_HUB_IGNORE = [
+    "*.h5",
+    "*.msgpack",
+    "*.onnx",
+    "*.onnx_data",
+    "*.ot",
+    "*.tflite",
+    "*.mlmodel",
+    "*.gguf",
+]
 
 
 def resolve_checkpoint(
@@ -336,7 +365,9 @@ def resolve_checkpoint(
         validate_repo_id(repo_id)
     except Exception as err:
         raise CheckpointNotFoundError(
-            f"{raw!r} is neither an existing local directory nor a valid hub repo id. {how_to}"
+            f"{raw!r} is not an existing local directory, nor a valid hub repo id such as "
+            f"'{HUB_ORG}/ruclip-vit-base-patch32-384'. Pass the path of a checkpoint directory"
+            + (f" containing {required}." if required else ".")
         ) from err
 
     def offline() -> bool:
@@ -365,7 +396,7 @@ def resolve_checkpoint(
     raise CheckpointNotFoundError(
         f"Checkpoint {repo_id!r} is not a local directory, not in the Hugging Face cache and "
         f"could not be downloaded from the hub{why}: {type(errors[-1]).__name__}: "
-        f"{errors[-1]!s:.300}. {how_to}"
+        f"{str(errors[-1])[:300].rstrip('.')}. {how_to}"
     ) from errors[-1]
 
 
@@ -419,7 +450,9 @@ class RuClipTokenizer:
         return self.bpe.vocab_size
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], context_length: int = 77, **kwargs: Any) -> RuClipTokenizer:
+    def from_file(
+        cls, path: str | os.PathLike[str], context_length: int = 77, **kwargs: Any
+    ) -> RuClipTokenizer:
         """Load from a ``bpe.model`` file or a checkpoint directory containing one."""
         path = Path(path)
         if path.is_dir():
@@ -589,7 +622,9 @@ def _attn_pairs(cfg: RuClipConfig) -> list[tuple[str, str]]:
     return pairs
 
 
-def convert_openai_state_dict(state_dict: Mapping[str, torch.Tensor], config: RuClipConfig) -> CLIPModel:
+def convert_openai_state_dict(
+    state_dict: Mapping[str, torch.Tensor], config: RuClipConfig
+) -> CLIPModel:
     """Build a :class:`transformers.CLIPModel` from an OpenAI/ruclip-layout state dict.
 
     Mapping: ``attn.in_proj_weight``/``in_proj_bias`` ``[3W, W]``/``[3W]`` are split into
@@ -633,7 +668,10 @@ def convert_openai_state_dict(state_dict: Mapping[str, torch.Tensor], config: Ru
     for o, h in _key_map(config).items():
         hf[h] = state_dict[o]
     for o, h in _attn_pairs(config):
-        for (name, t) in (("weight", state_dict[f"{o}.in_proj_weight"]), ("bias", state_dict[f"{o}.in_proj_bias"])):
+        for name, t in (
+            ("weight", state_dict[f"{o}.in_proj_weight"]),
+            ("bias", state_dict[f"{o}.in_proj_bias"]),
+        ):
             q, k, v = t.chunk(3, dim=0)
             hf[f"{h}.q_proj.{name}"], hf[f"{h}.k_proj.{name}"], hf[f"{h}.v_proj.{name}"] = q, k, v
     hf["visual_projection.weight"] = state_dict["visual.proj"].t()
@@ -644,7 +682,9 @@ def convert_openai_state_dict(state_dict: Mapping[str, torch.Tensor], config: Ru
     # position_ids buffers are not persistent; anything else missing is a mapping bug.
     missing_hf = [k for k in result.missing_keys if not k.endswith("position_ids")]
     if missing_hf or result.unexpected_keys:
-        raise ValueError(f"conversion bug: missing {missing_hf}, unexpected {result.unexpected_keys}")
+        raise ValueError(
+            f"conversion bug: missing {missing_hf}, unexpected {result.unexpected_keys}"
+        )
     return model.eval()
 
 
@@ -682,7 +722,9 @@ def to_openai_state_dict(model: CLIPModel) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------- features
-def text_features(model: CLIPModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+def text_features(
+    model: CLIPModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Projected (not normalised) text features ``[B, embed_dim]`` = ``ruclip.CLIP.encode_text``.
 
     Inputs are moved to the model's device.  Works with ``transformers`` 4 (tensor return)
@@ -831,10 +873,14 @@ def save_ruclip_checkpoint(
     out_dir = Path(out_dir)
     arch = RuClipConfig.from_clip_model(model, config.mean, config.std)
     if arch != config:
-        diff = {k: (v, getattr(arch, k)) for k, v in config.to_dict().items() if arch.to_dict()[k] != v}
+        diff = {
+            k: (v, getattr(arch, k)) for k, v in config.to_dict().items() if arch.to_dict()[k] != v
+        }
         raise ValueError(f"config does not match the model (config, model): {diff}")
     if tokenizer.vocab_size > config.vocab_size:
-        raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens > vocab_size {config.vocab_size}")
+        raise ValueError(
+            f"tokenizer has {tokenizer.vocab_size} tokens > vocab_size {config.vocab_size}"
+        )
     if tokenizer.context_length != config.context_length:
         raise ValueError(
             f"tokenizer context_length {tokenizer.context_length} != config {config.context_length}"
@@ -844,7 +890,9 @@ def save_ruclip_checkpoint(
             raise FileExistsError(f"{out_dir} exists and is not a directory")
         extra = sorted(p.name for p in out_dir.iterdir() if p.name not in CHECKPOINT_FILES)
         if extra:
-            raise FileExistsError(f"refusing to replace {out_dir}: it holds non-checkpoint files {extra[:5]}")
+            raise FileExistsError(
+                f"refusing to replace {out_dir}: it holds non-checkpoint files {extra[:5]}"
+            )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
@@ -886,7 +934,12 @@ def _random_openai_state_dict(cfg: RuClipConfig, seed: int) -> dict[str, torch.T
             t = 0.02 * noise
         elif key == "positional_embedding":
             t = 0.01 * noise
-        elif key in ("visual.class_embedding", "visual.positional_embedding", "visual.proj", "text_projection"):
+        elif key in (
+            "visual.class_embedding",
+            "visual.positional_embedding",
+            "visual.proj",
+            "text_projection",
+        ):
             t = width**-0.5 * noise
         elif key == "visual.conv1.weight":
             t = (3 * cfg.vision_patch_size**2) ** -0.5 * noise

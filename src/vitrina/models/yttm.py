@@ -167,8 +167,11 @@ class YttmModel:
                 raise YttmFormatError(f"duplicate or negative id {idx} (character {ch!r})")
             seen[idx] = ch
         for n, (x, y, z) in enumerate(self.rules):
-            if x not in seen or y not in seen or x in self.special.present().values() or (
-                y in self.special.present().values()
+            if (
+                x not in seen
+                or y not in seen
+                or x in self.special.present().values()
+                or (y in self.special.present().values())
             ):
                 raise YttmFormatError(f"rule #{n} ({x} {y} {z}) uses an undefined token")
             if z < 0 or z in seen:
@@ -261,8 +264,11 @@ class YttmModel:
         nxt[-1] = -1
         prv = list(range(-1, n - 1))
         rank = self._rule_rank
-        heap = [(rank[(toks[i], toks[i + 1])], i) for i in range(n - 1)
-                if (toks[i], toks[i + 1]) in rank]
+        heap = [
+            (rank[(toks[i], toks[i + 1])], i)
+            for i in range(n - 1)
+            if (toks[i], toks[i + 1]) in rank
+        ]
         heapq.heapify(heap)
         while heap:
             r, p1 = heapq.heappop(heap)

@@ -15,7 +15,9 @@ from vitrina.models.embedders import Embedder, build_embedder, embedder_from_ruc
 logger = logging.getLogger(__name__)
 
 
-def embedding_inputs(products: pd.DataFrame, image_manifest: pd.DataFrame, text_field: str = "title") -> pd.DataFrame:
+def embedding_inputs(
+    products: pd.DataFrame, image_manifest: pd.DataFrame, text_field: str = "title"
+) -> pd.DataFrame:
     """Products that have a processed image, with the text to embed.
 
     Args:
@@ -31,15 +33,23 @@ def embedding_inputs(products: pd.DataFrame, image_manifest: pd.DataFrame, text_
         ValueError: no product has a processed image (the manifest is from another run).
     """
     if text_field not in products.columns:
-        raise KeyError(f"embeddings.text_field {text_field!r} is not a products column; columns: {list(products.columns)}")
-    merged = products[["product_id", text_field]].merge(image_manifest[["product_id", "processed_path"]], on="product_id", how="inner")
+        raise KeyError(
+            f"embeddings.text_field {text_field!r} is not a products column; columns: {list(products.columns)}"
+        )
+    merged = products[["product_id", text_field]].merge(
+        image_manifest[["product_id", "processed_path"]], on="product_id", how="inner"
+    )
     if merged.empty:
         raise ValueError(
             f"None of the {len(products)} products has a processed image in the image manifest "
             f"({len(image_manifest)} rows): rerun `kedro run --pipeline=image_processing`"
         )
     if len(merged) < len(products):
-        logger.info("embeddings: %d of %d products have no processed image and are skipped", len(products) - len(merged), len(products))
+        logger.info(
+            "embeddings: %d of %d products have no processed image and are skipped",
+            len(products) - len(merged),
+            len(products),
+        )
     return merged.rename(columns={text_field: "text"})[["product_id", "text", "processed_path"]]
 
 
@@ -54,12 +64,22 @@ def run_embedder(embedder: Embedder, items: pd.DataFrame) -> Embeddings:
     elapsed = time.perf_counter() - start
     logger.info(
         "embeddings[%s]: %d products in %.1f s (%.0f products/s), text %s, image %s",
-        embedder.name, len(items), elapsed, len(items) / max(elapsed, 1e-9), list(text.shape), list(image.shape),
+        embedder.name,
+        len(items),
+        elapsed,
+        len(items) / max(elapsed, 1e-9),
+        list(text.shape),
+        list(image.shape),
     )
     return Embeddings(ids=items["product_id"].astype(str).to_numpy(), text=text, image=image)
 
 
-def embed_products(products: pd.DataFrame, image_manifest: pd.DataFrame, model: dict[str, Any], params: dict[str, Any]) -> Embeddings:
+def embed_products(
+    products: pd.DataFrame,
+    image_manifest: pd.DataFrame,
+    model: dict[str, Any],
+    params: dict[str, Any],
+) -> Embeddings:
     """Embed every product with a model named by its spec (hub id, local path, baseline).
 
     Args:
@@ -77,7 +97,11 @@ def embed_products(products: pd.DataFrame, image_manifest: pd.DataFrame, model: 
 
 
 def embed_products_with_checkpoint(
-    products: pd.DataFrame, image_manifest: pd.DataFrame, checkpoint: Any, model: dict[str, Any], params: dict[str, Any]
+    products: pd.DataFrame,
+    image_manifest: pd.DataFrame,
+    checkpoint: Any,
+    model: dict[str, Any],
+    params: dict[str, Any],
 ) -> Embeddings:
     """Like :func:`embed_products`, with the model taken from the catalogue.
 
@@ -86,7 +110,9 @@ def embed_products_with_checkpoint(
             ``<model>.checkpoint`` dataset: the tiny offline model or a fine-tuned one).
     """
     items = embedding_inputs(products, image_manifest, params.get("text_field", "title"))
-    return run_embedder(embedder_from_ruclip_bundle(checkpoint, params, name=model.get("name", "ruclip")), items)
+    return run_embedder(
+        embedder_from_ruclip_bundle(checkpoint, params, name=model.get("name", "ruclip")), items
+    )
 
 
 def write_tiny_checkpoint(products: pd.DataFrame, model: dict[str, Any]) -> Any:
@@ -106,5 +132,7 @@ def write_tiny_checkpoint(products: pd.DataFrame, model: dict[str, Any]) -> Any:
     from vitrina.models.ruclip import load_ruclip, write_tiny_ruclip_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="vitrina-tiny-") as tmp:
-        path = write_tiny_ruclip_checkpoint(tmp, products["title"].astype(str).tolist(), **(model.get("tiny") or {}))
+        path = write_tiny_ruclip_checkpoint(
+            tmp, products["title"].astype(str).tolist(), **(model.get("tiny") or {})
+        )
         return load_ruclip(path)

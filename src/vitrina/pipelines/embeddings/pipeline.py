@@ -22,7 +22,12 @@ def model_pipeline(name: str, spec: dict[str, Any]) -> Pipeline:
     from_catalogue = spec.get("source") == "catalogue" or spec.get("init") == "tiny"
     if spec.get("init") == "tiny":
         nodes.append(
-            Node(write_tiny_checkpoint, ["products", "params:model"], "checkpoint", name="write_tiny_checkpoint")
+            Node(
+                write_tiny_checkpoint,
+                ["products", "params:model"],
+                "checkpoint",
+                name="write_tiny_checkpoint",
+            )
         )
     if from_catalogue:
         nodes.append(
@@ -35,13 +40,21 @@ def model_pipeline(name: str, spec: dict[str, Any]) -> Pipeline:
         )
     else:
         nodes.append(
-            Node(embed_products, ["products", "image_manifest", "params:model", "params:embeddings"], "embeddings", name="embed_products")
+            Node(
+                embed_products,
+                ["products", "image_manifest", "params:model", "params:embeddings"],
+                "embeddings",
+                name="embed_products",
+            )
         )
     return Pipeline(
         nodes,
         namespace=name,
         inputs={"products", "image_manifest"},
-        parameters={"params:model": f"params:embeddings.models.{name}", "params:embeddings": "params:embeddings"},
+        parameters={
+            "params:model": f"params:embeddings.models.{name}",
+            "params:embeddings": "params:embeddings",
+        },
     )
 
 

@@ -46,7 +46,12 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
-def resize_square(image: Image.Image, size: int, mode: str = "pad", background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+def resize_square(
+    image: Image.Image,
+    size: int,
+    mode: str = "pad",
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> Image.Image:
     """Resize an RGB image to ``size × size`` pixels keeping its aspect ratio.
 
     ``mode="pad"`` fits the whole image and pads with ``background`` (nothing of the
@@ -59,7 +64,9 @@ def resize_square(image: Image.Image, size: int, mode: str = "pad", background: 
     if size < 1:
         raise ValueError(f"image_processing.size must be a positive number of pixels, got {size}")
     if mode == "pad":
-        return ImageOps.pad(image, (size, size), method=Image.Resampling.BICUBIC, color=tuple(background))
+        return ImageOps.pad(
+            image, (size, size), method=Image.Resampling.BICUBIC, color=tuple(background)
+        )
     if mode == "crop":
         return ImageOps.fit(image, (size, size), method=Image.Resampling.BICUBIC)
     raise ValueError(f"image_processing.mode must be 'pad' or 'crop', got {mode!r}")
@@ -81,14 +88,22 @@ def _process_one(src: Path, dst: Path, params: dict[str, Any]) -> dict[str, Any]
     """Process one image; return manifest fields or ``{"error": ...}``. Never raises."""
     try:
         with Image.open(src) as img:  # reads the header only
-            source = {"source_width": img.width, "source_height": img.height, "source_mode": img.mode}
+            source = {
+                "source_width": img.width,
+                "source_height": img.height,
+                "source_mode": img.mode,
+            }
             if dst.exists():  # written atomically by an earlier run, so complete
                 return source
             img.load()  # decode now: truncated/corrupt files fail here, not later
             rgb = to_rgb(img, tuple(params["background"]))
         out = resize_square(rgb, int(params["size"]), params["mode"], tuple(params["background"]))
         with atomic_path(dst) as tmp:
-            save_args = {"quality": int(params.get("quality", 95))} if params["format"].upper() == "JPEG" else {}
+            save_args = (
+                {"quality": int(params.get("quality", 95))}
+                if params["format"].upper() == "JPEG"
+                else {}
+            )
             out.save(tmp, format=params["format"], **save_args)
         return source
     except FileNotFoundError as exc:
@@ -97,7 +112,9 @@ def _process_one(src: Path, dst: Path, params: dict[str, Any]) -> dict[str, Any]
         return {"error": "decode_error", "detail": f"{type(exc).__name__}: {exc}"}
 
 
-def process_images(products: pd.DataFrame, image_root: str, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def process_images(
+    products: pd.DataFrame, image_root: str, params: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Convert every product image to RGB, resize it to a square and write it to disk.
 
     Work is spread over ``params["n_workers"]`` threads (PIL releases the GIL while
@@ -135,7 +152,9 @@ def process_images(products: pd.DataFrame, image_root: str, params: dict[str, An
         for pid, rel in zip(products["product_id"], products["image_path"], strict=True)
     ]
     n_existing = sum(dst.exists() for *_, dst in jobs)
-    logger.info("image_processing: %d images → %s (%d already done)", len(jobs), out_dir, n_existing)
+    logger.info(
+        "image_processing: %d images → %s (%d already done)", len(jobs), out_dir, n_existing
+    )
     with ThreadPoolExecutor(max_workers=max(1, int(params.get("n_workers", 2)))) as pool:
         results = list(
             tqdm(
@@ -148,12 +167,24 @@ def process_images(products: pd.DataFrame, image_root: str, params: dict[str, An
     manifest, failures = [], []
     for (pid, rel, _, dst), res in zip(jobs, results, strict=True):
         if "error" in res:
-            failures.append({"product_id": pid, "image_path": rel, "reason": res["error"], "detail": res["detail"]})
+            failures.append(
+                {
+                    "product_id": pid,
+                    "image_path": rel,
+                    "reason": res["error"],
+                    "detail": res["detail"],
+                }
+            )
         else:
             manifest.append({"product_id": pid, "processed_path": dst.as_posix(), **res})
     report = pd.DataFrame(failures, columns=REPORT_COLUMNS)
     if failures:
-        logger.warning("image_processing: %d of %d images failed and are excluded: %s", len(failures), len(jobs), report["reason"].value_counts().to_dict())
+        logger.warning(
+            "image_processing: %d of %d images failed and are excluded: %s",
+            len(failures),
+            len(jobs),
+            report["reason"].value_counts().to_dict(),
+        )
     if not manifest:
         raise ValueError(
             f"No image could be processed ({len(jobs)} tried); first errors: "

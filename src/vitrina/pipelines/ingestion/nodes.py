@@ -64,7 +64,9 @@ def validate_raw_products(raw: pd.DataFrame, params: dict[str, Any]) -> pd.DataF
             ``description``/``image``, or a source column named in the configuration is
             absent (the message names the column, what refers to it and the columns found).
     """
-    missing_keys = [k for k in ("product_id", "title", "description", "image") if k not in params["columns"]]
+    missing_keys = [
+        k for k in ("product_id", "title", "description", "image") if k not in params["columns"]
+    ]
     if missing_keys:
         raise IngestionError(f"ingestion.columns must map {missing_keys} to source columns")
     if raw is None or len(raw) == 0:
@@ -87,7 +89,11 @@ def _apply_rule(values: pd.Series, rule: dict[str, Any]) -> pd.Series:
         return values.isin([str(v) for v in rule["in"]]).fillna(False)
     if "matches" in rule:
         pattern = re.compile(rule["matches"], flags=re.IGNORECASE)
-        return values.map(lambda v: bool(pattern.search(v)), na_action="ignore").fillna(False).astype(bool)
+        return (
+            values.map(lambda v: bool(pattern.search(v)), na_action="ignore")
+            .fillna(False)
+            .astype(bool)
+        )
     raise IngestionError(f"Derivation rule {rule} needs one of 'equals', 'in', 'matches'")
 
 
@@ -139,7 +145,9 @@ def map_to_canonical_schema(raw: pd.DataFrame, params: dict[str, Any]) -> pd.Dat
     out["image_path"] = image_values.map(
         lambda v: template.format(value=v) if isinstance(v, str) else pd.NA, na_action="ignore"
     ).astype("string")
-    out["group_id"] = _clean_text(raw[cols["group_id"]]) if "group_id" in cols else out["product_id"]
+    out["group_id"] = (
+        _clean_text(raw[cols["group_id"]]) if "group_id" in cols else out["product_id"]
+    )
     out["group_id"] = out["group_id"].fillna(out["product_id"])
     for canon, src in (params.get("labels") or {}).items():
         out[canon] = _clean_text(raw[src])
@@ -160,10 +168,17 @@ def _safe_relative_path(image_root: Path, value: str) -> str | None:
 
 def _report_row(reason: str, dropped: pd.DataFrame) -> dict[str, Any]:
     examples = dropped["product_id"].astype("string").fillna("<missing id>").head(5).tolist()
-    return {"step": "ingestion", "reason": reason, "n_rows": int(len(dropped)), "examples": ";".join(examples)}
+    return {
+        "step": "ingestion",
+        "reason": reason,
+        "n_rows": int(len(dropped)),
+        "examples": ";".join(examples),
+    }
 
 
-def sample_products(products: pd.DataFrame, max_products: int | None, stratify_by: str | None, seed: int) -> pd.DataFrame:
+def sample_products(
+    products: pd.DataFrame, max_products: int | None, stratify_by: str | None, seed: int
+) -> pd.DataFrame:
     """A seeded sample of at most ``max_products`` rows, stratified by a column if present.
 
     Each stratum keeps ``round(max_products * share)`` rows (at least one), largest
@@ -194,7 +209,9 @@ def sample_products(products: pd.DataFrame, max_products: int | None, stratify_b
     return products.iloc[np.sort(chosen)].reset_index(drop=True)
 
 
-def clean_products(canonical: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def clean_products(
+    canonical: pd.DataFrame, params: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Drop unusable rows, counting each reason; sample; validate the canonical schema.
 
     Rows are dropped, in this order, for: an empty required column (``missing_<col>``),
@@ -218,7 +235,9 @@ def clean_products(canonical: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.
     image_root = Path(params["image_root"])
     rows: list[dict[str, Any]] = []
     df = canonical
-    required = [("image_path" if c == "image" else c) for c in params.get("required", CORE_COLUMNS[:4])]
+    required = [
+        ("image_path" if c == "image" else c) for c in params.get("required", CORE_COLUMNS[:4])
+    ]
     for col in required:
         bad = df[col].isna()
         if bad.any():
@@ -244,10 +263,20 @@ def clean_products(canonical: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.
             f"check ingestion.image_root='{image_root}' and the column mapping"
         )
     sampled = sample_products(
-        df.reset_index(drop=True), params.get("max_products"), params.get("stratify_by"), params.get("seed", 42)
+        df.reset_index(drop=True),
+        params.get("max_products"),
+        params.get("stratify_by"),
+        params.get("seed", 42),
     )
     if len(sampled) < len(df):
-        rows.append({"step": "ingestion", "reason": "not_sampled_max_products", "n_rows": len(df) - len(sampled), "examples": ""})
+        rows.append(
+            {
+                "step": "ingestion",
+                "reason": "not_sampled_max_products",
+                "n_rows": len(df) - len(sampled),
+                "examples": "",
+            }
+        )
     rows.append({"step": "ingestion", "reason": "kept", "n_rows": len(sampled), "examples": ""})
     report = pd.DataFrame(rows, columns=REPORT_COLUMNS)
     for r in rows:

@@ -20,7 +20,15 @@ from vitrina.models.probes import build_probe, classification_metrics  # noqa: E
 logger = logging.getLogger(__name__)
 
 SPLIT_COLUMNS = ["task", "product_id", "group_id", "label", "split"]
-TASK_REPORT_COLUMNS = ["task", "status", "n_products", "n_classes", "n_dropped_classes", "n_dropped_products", "detail"]
+TASK_REPORT_COLUMNS = [
+    "task",
+    "status",
+    "n_products",
+    "n_classes",
+    "n_dropped_classes",
+    "n_dropped_products",
+    "detail",
+]
 METRIC_COLUMNS = ["model", "modality", "task", "probe", "metric", "value", "n_train", "n_test"]
 
 
@@ -32,7 +40,9 @@ def _task_labels(products: pd.DataFrame, spec: dict[str, Any]) -> pd.Series:
     return values
 
 
-def make_probing_splits(products: pd.DataFrame, image_manifest: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def make_probing_splits(
+    products: pd.DataFrame, image_manifest: pd.DataFrame, params: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per task, the labelled products and a train/test split shared by every model.
 
     The split is stratified by label and grouped by ``group_id``
@@ -62,30 +72,70 @@ def make_probing_splits(products: pd.DataFrame, image_manifest: pd.DataFrame, pa
         if spec["label"] not in eligible.columns:
             detail = f"label column {spec['label']!r} is not in this catalogue"
             logger.warning("probing: task %s skipped: %s", task, detail)
-            report.append({"task": task, "status": "skipped", "n_products": 0, "n_classes": 0, "n_dropped_classes": 0, "n_dropped_products": 0, "detail": detail})
+            report.append(
+                {
+                    "task": task,
+                    "status": "skipped",
+                    "n_products": 0,
+                    "n_classes": 0,
+                    "n_dropped_classes": 0,
+                    "n_dropped_products": 0,
+                    "detail": detail,
+                }
+            )
             continue
         labels = _task_labels(eligible, spec)
-        df = eligible.assign(label=labels)[["product_id", "group_id", "label"]].dropna(subset=["label"])
+        df = eligible.assign(label=labels)[["product_id", "group_id", "label"]].dropna(
+            subset=["label"]
+        )
         sizes = df.groupby("label").agg(n=("product_id", "size"), groups=("group_id", "nunique"))
         small = sizes[(sizes["n"] < min_size) | (sizes["groups"] < 2)]
         dropped_products = int(small["n"].sum())
         df = df[~df["label"].isin(small.index)]
         kept = sorted(df["label"].unique())
-        row = {"task": task, "n_classes": len(kept), "n_dropped_classes": len(small), "n_dropped_products": dropped_products}
+        row = {
+            "task": task,
+            "n_classes": len(kept),
+            "n_dropped_classes": len(small),
+            "n_dropped_products": dropped_products,
+        }
         if len(small):
-            logger.info("probing: task %s drops %d classes too small to split (%d products): %s", task, len(small), dropped_products, list(small.index)[:10])
+            logger.info(
+                "probing: task %s drops %d classes too small to split (%d products): %s",
+                task,
+                len(small),
+                dropped_products,
+                list(small.index)[:10],
+            )
         if len(kept) < 2:
-            detail = f"fewer than 2 classes with >= {min_size} products in >= 2 groups (have {kept})"
+            detail = (
+                f"fewer than 2 classes with >= {min_size} products in >= 2 groups (have {kept})"
+            )
             logger.warning("probing: task %s skipped: %s", task, detail)
             report.append({**row, "status": "skipped", "n_products": len(df), "detail": detail})
             continue
-        fold = StratifiedGroupKFold(n_splits=min(n_folds, int(df.groupby("label")["group_id"].nunique().min())), shuffle=True, random_state=int(params.get("seed", 42)))
+        fold = StratifiedGroupKFold(
+            n_splits=min(n_folds, int(df.groupby("label")["group_id"].nunique().min())),
+            shuffle=True,
+            random_state=int(params.get("seed", 42)),
+        )
         _, test_idx = next(fold.split(df, df["label"], groups=df["group_id"]))
         split = np.full(len(df), "train", dtype=object)
         split[test_idx] = "test"
         splits.append(df.assign(task=task, split=split))
-        report.append({**row, "status": "ok", "n_products": len(df), "detail": f"{int((split == 'train').sum())} train / {len(test_idx)} test"})
-    out = pd.concat(splits, ignore_index=True)[SPLIT_COLUMNS] if splits else pd.DataFrame(columns=SPLIT_COLUMNS)
+        report.append(
+            {
+                **row,
+                "status": "ok",
+                "n_products": len(df),
+                "detail": f"{int((split == 'train').sum())} train / {len(test_idx)} test",
+            }
+        )
+    out = (
+        pd.concat(splits, ignore_index=True)[SPLIT_COLUMNS]
+        if splits
+        else pd.DataFrame(columns=SPLIT_COLUMNS)
+    )
     return out, pd.DataFrame(report, columns=TASK_REPORT_COLUMNS)
 
 
@@ -106,7 +156,9 @@ def check_embedding_ids(embeddings: Embeddings, probing_splits: pd.DataFrame) ->
         )
 
 
-def probe_embeddings(embeddings: Embeddings, probing_splits: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+def probe_embeddings(
+    embeddings: Embeddings, probing_splits: pd.DataFrame, params: dict[str, Any]
+) -> pd.DataFrame:
     """Fit every probe on every modality × task of one model and score it on the test split.
 
     Args:
@@ -134,8 +186,25 @@ def probe_embeddings(embeddings: Embeddings, probing_splits: pd.DataFrame, param
                 proba = model.predict_proba(x[~train])
                 metrics = classification_metrics(y[~train], proba, model.classes_)
                 for metric, value in metrics.items():
-                    rows.append({"modality": modality, "task": task, "probe": probe, "metric": metric, "value": value, "n_train": int(train.sum()), "n_test": int((~train).sum())})
-                logger.info("probing: %-12s %-10s %-6s macro_f1=%.3f acc=%.3f", task, modality, probe, metrics["macro_f1"], metrics["accuracy"])
+                    rows.append(
+                        {
+                            "modality": modality,
+                            "task": task,
+                            "probe": probe,
+                            "metric": metric,
+                            "value": value,
+                            "n_train": int(train.sum()),
+                            "n_test": int((~train).sum()),
+                        }
+                    )
+                logger.info(
+                    "probing: %-12s %-10s %-6s macro_f1=%.3f acc=%.3f",
+                    task,
+                    modality,
+                    probe,
+                    metrics["macro_f1"],
+                    metrics["accuracy"],
+                )
     return pd.DataFrame(rows, columns=METRIC_COLUMNS[1:])
 
 
@@ -153,7 +222,13 @@ def plot_probing_metrics(metrics: pd.DataFrame, params: dict[str, Any]) -> plt.F
     probes = list(dict.fromkeys(data["probe"]))
     models = list(dict.fromkeys(data["model"]))
     modalities = list(dict.fromkeys(data["modality"]))
-    fig, axes = plt.subplots(len(probes), max(1, len(tasks)), figsize=(3.4 * max(1, len(tasks)), 3.0 * len(probes)), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        len(probes),
+        max(1, len(tasks)),
+        figsize=(3.4 * max(1, len(tasks)), 3.0 * len(probes)),
+        squeeze=False,
+        sharey=True,
+    )
     width = 0.8 / max(1, len(models))
     colours = plt.get_cmap("tab10").colors
     for r, probe in enumerate(probes):
@@ -161,7 +236,10 @@ def plot_probing_metrics(metrics: pd.DataFrame, params: dict[str, Any]) -> plt.F
             ax = axes[r][c]
             sub = data[(data["task"] == task) & (data["probe"] == probe)]
             for k, model in enumerate(models):
-                vals = [sub[(sub["model"] == model) & (sub["modality"] == m)]["value"].mean() for m in modalities]
+                vals = [
+                    sub[(sub["model"] == model) & (sub["modality"] == m)]["value"].mean()
+                    for m in modalities
+                ]
                 xs = np.arange(len(modalities)) + (k - (len(models) - 1) / 2) * width
                 ax.bar(xs, vals, width, label=model, color=colours[k % len(colours)])
             ax.set_xticks(np.arange(len(modalities)), modalities, fontsize=8)
@@ -172,7 +250,9 @@ def plot_probing_metrics(metrics: pd.DataFrame, params: dict[str, Any]) -> plt.F
                 ax.set_ylabel(metric)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper right", ncols=len(models), fontsize=8, frameon=False)
-    fig.suptitle(f"Probing: {metric} on the test split (higher is better)", fontsize=11, x=0.01, ha="left")
+    fig.suptitle(
+        f"Probing: {metric} on the test split (higher is better)", fontsize=11, x=0.01, ha="left"
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
 
@@ -189,18 +269,27 @@ def _markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
     return "\n".join([header, sep, *body])
 
 
-def write_probing_summary(metrics: pd.DataFrame, task_report: pd.DataFrame, params: dict[str, Any]) -> str:
+def write_probing_summary(
+    metrics: pd.DataFrame, task_report: pd.DataFrame, params: dict[str, Any]
+) -> str:
     """Markdown summary: the tasks (kept, skipped, dropped classes) and a table per metric."""
     metric = params.get("chart_metric", "macro_f1")
     lines = ["# Probing summary", "", "## Tasks", "", _markdown_table(task_report), ""]
     data = metrics[metrics["metric"] == metric]
     if not data.empty:
-        table = data.pivot_table(index=["task", "modality"], columns=["model", "probe"], values="value", sort=False).reset_index()
-        table.columns = [" / ".join(c).strip(" /") if isinstance(c, tuple) else c for c in table.columns]
+        table = data.pivot_table(
+            index=["task", "modality"], columns=["model", "probe"], values="value", sort=False
+        ).reset_index()
+        table.columns = [
+            " / ".join(c).strip(" /") if isinstance(c, tuple) else c for c in table.columns
+        ]
         lines += [f"## {metric} on the test split", "", _markdown_table(table), ""]
         best = data.loc[data.groupby("task", sort=False)["value"].idxmax()]
         lines += ["## Best per task", ""]
-        lines += [f"- **{r.task}**: {r.model} · {r.modality} · {r.probe} = {r.value:.3f}" for r in best.itertuples()]
+        lines += [
+            f"- **{r.task}**: {r.model} · {r.modality} · {r.probe} = {r.value:.3f}"
+            for r in best.itertuples()
+        ]
         lines.append("")
     return "\n".join(lines)
 
