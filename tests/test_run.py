@@ -18,11 +18,10 @@ pytestmark = pytest.mark.slow
 REPORTING = Path("data/08_reporting/test")
 
 
-def run(project: Path, pipeline: str | None = None, params: dict | None = None) -> None:
+def run(project: Path, pipeline: str | None = None, params: dict | None = None, env: str = "test") -> None:
+    """``kedro run [--pipeline=...] --env=... --params=...`` through a KedroSession."""
     bootstrap_project(project)
-    with KedroSession.create(
-        project_path=project, env="test", runtime_params=params or {}
-    ) as session:
+    with KedroSession.create(project_path=project, env=env, runtime_params=params or {}) as session:
         session.run(pipeline_names=[pipeline] if pipeline else None)
     mlflow.end_run()  # kedro-mlflow leaves its run open in-process; a CLI run exits instead
 

@@ -145,7 +145,7 @@ class ClipEmbedder(Embedder):
                 list(_batches(len(texts), self.batch_size)),
                 desc=f"{self.name} text",
                 unit="batch",
-                disable=not self.progress,
+                disable=None if self.progress else True,
             ):
                 batch = self.tokenize([texts[i] for i in order[sl]])
                 batch = {
@@ -180,7 +180,7 @@ class ClipEmbedder(Embedder):
                 total=len(image_paths),
                 desc=f"{self.name} image",
                 unit="img",
-                disable=not self.progress,
+                disable=None if self.progress else True,
             )
             while pending:
                 pixels = pending.popleft().result()
@@ -245,7 +245,7 @@ class TfidfSvdEmbedder(Embedder):
                     total=len(image_paths),
                     desc="tfidf_svd image",
                     unit="img",
-                    disable=not self.progress,
+                    disable=None if self.progress else True,
                 )
             )
         return np.stack(rows) if rows else np.zeros((0, 3 * side * side), dtype=np.float32)

@@ -162,6 +162,7 @@ def process_images(
                 total=len(jobs),
                 desc="image_processing",
                 unit="img",
+                disable=None,  # a bar on a terminal, nothing in redirected logs
             )
         )
     manifest, failures = [], []

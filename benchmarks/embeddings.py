@@ -1,0 +1,450 @@
+"""Speed of Vitrina's embeddings step against the old ruclip ``Predictor`` loop.
+
+Both sides embed the same N products (title + image) with the same ruCLIP ViT-B/32 384 px
+architecture (``ai-forever/ruclip-vit-base-patch32-384``) holding RANDOM weights, written by
+:func:`vitrina.models.ruclip.write_tiny_ruclip_checkpoint` into a temporary directory and
+loaded through :func:`vitrina.models.ruclip.load_ruclip` (the real loader path).
+
+* ``reference``: the loop of ``ruclip.Predictor`` -- batches of 8, every image opened and
+  transformed by PIL + numpy in the main thread (RGB, centre square crop, bilinear resize to
+  384, /255, config mean/std), every title padded to the 77-token context, fp32,
+  ``get_text_features`` / ``get_image_features`` and L2 normalisation.
+* ``vitrina``: :func:`vitrina.models.embedders.embedder_from_ruclip_bundle` with batch 64 and
+  2 preprocessing threads, once per ``--precisions`` entry (fp32 and bf16 autocast by default).
+
+Each path runs in a fresh (spawned) process, so its peak RSS is its own; each does a small
+warm-up (excluded from timing) and then one timed run.  The reference and the Vitrina fp32
+embeddings must agree to cosine > 0.9999 (text and image, every product).
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/embeddings.py                 # CPU, N=256, fp32 + bf16
+    .venv/bin/python benchmarks/embeddings.py --device cuda   # same on a GPU
+
+The last line of stdout is ``speedup=<best Vitrina products/s / reference products/s>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import multiprocessing
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_HM_DIR = REPO.parent / "shared" / "data" / "hm"
+
+#: ``ai-forever/ruclip-vit-base-patch32-384`` (its config.json), weights drawn at random.
+RUCLIP_B32_384 = dict(
+    embed_dim=512,
+    image_resolution=384,
+    vision_layers=12,
+    vision_width=768,
+    vision_patch_size=32,
+    context_length=77,
+    vocab_size=49408,
+    transformer_width=512,
+    transformer_heads=8,
+    transformer_layers=12,
+)
+REF_BATCH_SIZE = 8  # ruclip.Predictor(bs=8)
+FP32_MIN_COSINE = 0.9999
+LOW_PRECISION_MIN_COSINE = 0.99
+
+
+# ---------------------------------------------------------------------- inputs
+def load_inputs(n: int, hm_dir: Path, tmp: Path) -> tuple[list[str], list[str], str]:
+    """``n`` titles and image paths: H&M articles with an image, else the demo catalogue."""
+    import pandas as pd
+
+    articles = hm_dir / "articles.csv"
+    if articles.is_file():
+        df = pd.read_csv(articles, usecols=["article_id", "prod_name"], dtype={"article_id": str})
+        titles, paths = [], []
+        for aid, name in zip(df["article_id"], df["prod_name"], strict=True):
+            image = hm_dir / "images" / aid[:3] / f"{aid}.jpg"
+            if image.is_file():
+                titles.append("" if pd.isna(name) else str(name))
+                paths.append(str(image))
+                if len(titles) == n:
+                    break
+        if titles:
+            return titles, paths, f"H&M articles ({hm_dir})"
+
+    from vitrina.demo import generate_demo_catalogue
+
+    out = tmp / "demo"
+    df = generate_demo_catalogue(out, n_products=n, n_defects=0)
+    return (
+        df["name"].astype(str).tolist(),
+        [str(out / "images" / p) for p in df["picture"]],
+        f"demo catalogue (generated, {hm_dir} not found)",
+    )
+
+
+# ---------------------------------------------------------------------- reference loop
+def _ref_transform(path: str, resolution: int, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """ruclip.RuCLIPProcessor image transform in PIL + numpy: ``float32 [3, R, R]``.
+
+    ``RandomResizedCrop(R, scale=(1, 1), ratio=(1, 1))`` falls back to a centre square crop
+    of the short side, then a bilinear resize to ``R``; ``ToTensor`` + ``Normalize``.
+    """
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+    w, h = img.size
+    side = min(w, h)
+    left, top = int(round((w - side) / 2.0)), int(round((h - side) / 2.0))
+    img = img.crop((left, top, left + side, top + side)).resize(
+        (resolution, resolution), Image.Resampling.BILINEAR
+    )
+    x = np.asarray(img, dtype=np.float32) / 255.0
+    return ((x - mean) / std).transpose(2, 0, 1)
+
+
+class ReferencePredictor:
+    """The old ``ruclip.Predictor`` way: batch 8, main-thread PIL, 77-token padding, fp32."""
+
+    def __init__(self, bundle: Any, device: str, batch_size: int = REF_BATCH_SIZE) -> None:
+        self.bundle = bundle
+        self.model = bundle.model.to(device).eval()
+        self.device = device
+        self.batch_size = batch_size
+        cfg = bundle.config
+        self.resolution = cfg.image_resolution
+        self.mean = np.asarray(cfg.mean, dtype=np.float32)
+        self.std = np.asarray(cfg.std, dtype=np.float32)
+        self.preprocess_s = 0.0  # image decoding + transform, main thread
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        from vitrina.models.ruclip import text_features
+
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(texts), self.batch_size):
+                ids = self.bundle.tokenizer(texts[i : i + self.batch_size], padding="max_length")
+                out.append(text_features(self.model, ids["input_ids"]))
+            feats = torch.cat(out)
+            feats = feats / feats.norm(dim=-1, keepdim=True)
+        return feats.float().cpu().numpy()
+
+    def embed_images(self, paths: list[str]) -> np.ndarray:
+        import torch
+
+        from vitrina.models.ruclip import image_features
+
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(paths), self.batch_size):
+                t0 = time.perf_counter()
+                pixels = np.stack(
+                    [
+                        _ref_transform(p, self.resolution, self.mean, self.std)
+                        for p in paths[i : i + self.batch_size]
+                    ]
+                )
+                self.preprocess_s += time.perf_counter() - t0
+                out.append(image_features(self.model, torch.from_numpy(pixels)))
+            feats = torch.cat(out)
+            feats = feats / feats.norm(dim=-1, keepdim=True)
+        return feats.float().cpu().numpy()
+
+
+# ---------------------------------------------------------------------- one measured path
+def _peak_rss_mib() -> float:
+    """Peak resident set size of this process so far (``getrusage``), MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the peak RSS to the current RSS (Linux ``clear_refs``); False if unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def run_path(
+    kind: str,
+    precision: str,
+    checkpoint: str,
+    titles: list[str],
+    paths: list[str],
+    device: str,
+    batch_size: int,
+    num_workers: int,
+    warmup: int,
+) -> dict[str, Any]:
+    """Load the checkpoint, warm up, then time ``embed_texts`` and ``embed_images`` once."""
+    import torch
+
+    from vitrina.models.embedders import embedder_from_ruclip_bundle
+    from vitrina.models.ruclip import load_ruclip
+
+    bundle = load_ruclip(checkpoint)
+    gc.collect()
+    load_peak_mib = _peak_rss_mib()
+    rss_reset = _reset_peak_rss()
+    if kind == "reference":
+        embedder = ReferencePredictor(bundle, device)
+    else:
+        settings = {
+            "batch_size": batch_size,
+            "num_workers": num_workers,
+            "precision": precision,
+            "progress": False,
+            "device": device,
+        }
+        embedder = embedder_from_ruclip_bundle(bundle, settings, name=f"vitrina-{precision}")
+    k = min(warmup, len(titles))
+    if k:
+        embedder.embed_texts(titles[:k])
+        embedder.embed_images(paths[:k])
+    if kind == "reference":
+        embedder.preprocess_s = 0.0
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+
+    _sync(device)
+    t0 = time.perf_counter()
+    text = embedder.embed_texts(titles)
+    _sync(device)
+    t1 = time.perf_counter()
+    image = embedder.embed_images(paths)
+    _sync(device)
+    t2 = time.perf_counter()
+
+    return {
+        "kind": kind,
+        "precision": precision,
+        "text_s": t1 - t0,
+        "image_s": t2 - t1,
+        "preprocess_s": getattr(embedder, "preprocess_s", None),
+        "text": text,
+        "image": image,
+        "peak_rss_mib": _peak_rss_mib(),
+        "load_peak_rss_mib": load_peak_mib,
+        "rss_reset": rss_reset,
+        "peak_gpu_mib": (
+            torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
+        ),
+    }
+
+
+def run_isolated(isolate: bool, *args: Any) -> dict[str, Any]:
+    """:func:`run_path` in a fresh spawned process (own peak RSS, clean allocator state)."""
+    if not isolate:
+        return run_path(*args)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(run_path, *args).result()
+
+
+# ---------------------------------------------------------------------- report
+def device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    cpu = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu ({cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two ``[N, D]`` matrices."""
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return np.sum(a.astype(np.float64) * b, axis=1)
+
+
+def print_table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def fmt(cells: list[str]) -> str:
+        # Text columns (path, precision) left-aligned, figures right-aligned.
+        return "  ".join(
+            c.ljust(w) if i < 2 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    print(fmt(header))
+    print(fmt(["-" * w for w in widths]))
+    for r in rows:
+        print(fmt(r))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=256, help="products to embed (default 256)")
+    p.add_argument(
+        "--hm-dir",
+        type=Path,
+        default=DEFAULT_HM_DIR,
+        help="H&M folder (articles.csv + images/); the demo catalogue is used if absent",
+    )
+    p.add_argument(
+        "--precisions",
+        default="fp32,bf16",
+        help="Vitrina autocast precisions to measure, comma-separated (fp32,bf16,fp16)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu | cuda[:i] | auto (default cpu)")
+    p.add_argument("--batch-size", type=int, default=64, help="Vitrina batch size (default 64)")
+    p.add_argument(
+        "--num-workers", type=int, default=2, help="Vitrina preprocessing threads (default 2)"
+    )
+    p.add_argument(
+        "--warmup", type=int, default=8, help="warm-up products per path, untimed (default 8)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    p.add_argument(
+        "--no-isolate",
+        action="store_true",
+        help="run every path in this process (peak RSS then accumulates)",
+    )
+    args = p.parse_args(argv)
+    args.precisions = [s.strip() for s in args.precisions.split(",") if s.strip()]
+    if not args.precisions:
+        p.error("--precisions is empty")
+    if args.n < 1:
+        p.error("--n must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from vitrina.models.embedders import PRECISIONS
+    from vitrina.models.ruclip import write_tiny_ruclip_checkpoint
+    from vitrina.utils import resolve_device
+
+    bad = [p for p in args.precisions if p not in PRECISIONS]
+    if bad:
+        raise SystemExit(f"unknown precision(s) {bad}; known: {PRECISIONS}")
+    device = resolve_device(args.device)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: CUDA is not available")
+
+    with tempfile.TemporaryDirectory(prefix="vitrina-bench-") as tmp_str:
+        tmp = Path(tmp_str)
+        titles, paths, source = load_inputs(args.n, args.hm_dir, tmp)
+        n = len(titles)
+        print(f"device: {device_name(device)}")
+        print(f"inputs: {n} products from {source}")
+        t0 = time.perf_counter()
+        checkpoint = write_tiny_ruclip_checkpoint(
+            tmp / "ruclip-vit-base-patch32-384-random", titles, seed=args.seed, **RUCLIP_B32_384
+        )
+        print(
+            "model: ruclip-vit-base-patch32-384 architecture, random weights, written in "
+            f"{time.perf_counter() - t0:.1f}s to a temp dir, loaded with load_ruclip"
+        )
+        from vitrina.models.ruclip import RuClipTokenizer
+
+        lengths = [len(r) for r in RuClipTokenizer.from_file(checkpoint).encode(titles)]
+        print(
+            f"title tokens (bos/eos incl.): mean {np.mean(lengths):.1f}, max {max(lengths)} "
+            f"(reference pads all to {RUCLIP_B32_384['context_length']})"
+        )
+        print(
+            f"reference: batch {REF_BATCH_SIZE}, fp32, main-thread PIL; vitrina: batch "
+            f"{args.batch_size}, {args.num_workers} preprocessing threads; warm-up "
+            f"{min(args.warmup, n)} products per path; one timed run each"
+        )
+        sys.stdout.flush()
+
+        common = (str(checkpoint), titles, paths, device, args.batch_size, args.num_workers)
+        results = [run_isolated(not args.no_isolate, "reference", "fp32", *common, args.warmup)]
+        for precision in args.precisions:
+            results.append(
+                run_isolated(not args.no_isolate, "vitrina", precision, *common, args.warmup)
+            )
+
+    header = ["path", "precision", "products/s", "seconds", "text s", "image s", "peak RSS MiB"]
+    if device.startswith("cuda"):
+        header.append("peak GPU MiB")
+    rows = []
+    for r in results:
+        total = r["text_s"] + r["image_s"]
+        r["products_per_s"] = n / total
+        row = [
+            r["kind"],
+            r["precision"],
+            f"{r['products_per_s']:.2f}",
+            f"{total:.2f}",
+            f"{r['text_s']:.2f}",
+            f"{r['image_s']:.2f}",
+            f"{r['peak_rss_mib']:.0f}",
+        ]
+        if device.startswith("cuda"):
+            row.append(f"{r['peak_gpu_mib']:.0f}")
+        rows.append(row)
+    print()
+    print_table(rows, header)
+    ref = results[0]
+    if all(r["rss_reset"] for r in results):
+        print(
+            "peak RSS: model resident + embedding (warm-up and timed run), measured after "
+            f"load_ruclip; loading itself peaks at {ref['load_peak_rss_mib']:.0f} MiB"
+        )
+    else:
+        print("peak RSS: whole process, loading included (/proc/self/clear_refs unavailable)")
+    print(
+        f"reference image time: {ref['preprocess_s']:.2f}s PIL preprocessing (main thread) + "
+        f"{ref['image_s'] - ref['preprocess_s']:.2f}s model"
+    )
+
+    print()
+    failed = False
+    for r in results[1:]:
+        threshold = FP32_MIN_COSINE if r["precision"] == "fp32" else LOW_PRECISION_MIN_COSINE
+        parts = []
+        ok = True
+        for modality in ("text", "image"):
+            c = cosines(ref[modality], r[modality])
+            ok &= bool(c.min() > threshold)
+            parts.append(f"{modality} mean {c.mean():.6f} min {c.min():.6f}")
+        verdict = "OK" if ok else "FAIL"
+        print(
+            f"cosine(reference, vitrina {r['precision']}): {'; '.join(parts)} "
+            f"[{verdict}: min > {threshold}]"
+        )
+        if r["precision"] == "fp32" and not ok:
+            failed = True
+
+    best = max(results[1:], key=lambda r: r["products_per_s"])
+    speedup = best["products_per_s"] / ref["products_per_s"]
+    print(f"best vitrina: {best['precision']} ({best['products_per_s']:.2f} products/s)")
+    print(f"speedup={speedup:.2f}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
