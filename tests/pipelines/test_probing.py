@@ -168,3 +168,25 @@ def test_report_outputs(products, manifest, tmp_path):
     logged = probing_metrics_for_mlflow(metrics)
     assert "signal.text_image.male_female.logreg.macro_f1" in logged
     assert all("+" not in key for key in logged)
+
+
+def test_logreg_sweep_prefers_strong_regularisation_on_noise_heavy_data():
+    from vitrina.models.probes import fit_probe, sweep_logreg_c, validation_split
+
+    rng = np.random.default_rng(0)
+    n, d = 300, 200  # many noise dimensions, few samples: small C (strong L2) generalises
+    y = np.repeat(["a", "b"], n // 2)
+    x = rng.normal(size=(n, d))
+    x[:, 0] += np.where(y == "b", 1.5, -1.5)
+    groups = np.arange(n) // 2
+    val = validation_split(y, groups, 0.2, seed=0)
+    assert not set(groups[val]) & set(groups[~val])
+    best_c, tried = sweep_logreg_c(x, y, groups, steps=4, log10_range=(-3, 3))
+    assert len(tried) > 4 and best_c in [c for c, _ in tried]
+    assert best_c < 1.0
+    scores = dict(tried)
+    assert scores[best_c] >= max(scores.values()) - 1e-12
+    model, info = fit_probe("logreg", {"C": "sweep", "sweep_steps": 3}, x, y, groups)
+    assert info["C"] > 0 and model.score(x, y) > 0.8
+    _, info = fit_probe("logreg", {"C": 0.5}, x, y, groups)
+    assert info == {}

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -31,7 +32,7 @@ def build_probe(kind: str, params: dict[str, Any] | None = None, seed: int = 0) 
     Raises:
         ValueError: unknown ``kind``.
     """
-    params = dict(params or {})
+    params = {k: v for k, v in (params or {}).items() if k not in SWEEP_KEYS}
     if kind == "logreg":
         clf = LogisticRegression(random_state=seed, **{"max_iter": 2000, **params})
     elif kind == "mlp":
@@ -79,3 +80,114 @@ def classification_metrics(
         else:
             out["roc_auc"] = out["pr_auc"] = float("nan")
     return out
+
+
+#: Probe parameters that configure the C sweep rather than the classifier.
+SWEEP_KEYS = ("sweep_steps", "sweep_range", "validation_share")
+
+
+def validation_split(
+    y: np.ndarray, groups: np.ndarray, share: float = 0.2, seed: int = 0
+) -> np.ndarray:
+    """Boolean mask ``[N]`` of a validation part carved from a training split.
+
+    Stratified by ``y`` and grouped by ``groups`` (``StratifiedGroupKFold`` with
+    ``round(1 / share)`` folds, the first fold is validation), so no group straddles it.
+    """
+    classes, counts = np.unique(y, return_counts=True)
+    n_folds = max(2, min(round(1.0 / share), int(counts.min()), len(np.unique(groups))))
+    folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    _, val_idx = next(folds.split(np.zeros(len(y)), y, groups=groups))
+    mask = np.zeros(len(y), dtype=bool)
+    mask[val_idx] = True
+    return mask
+
+
+def sweep_logreg_c(
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    *,
+    steps: int = 4,
+    log10_range: tuple[float, float] = (-3.0, 3.0),
+    validation_share: float = 0.2,
+    seed: int = 0,
+    max_iter: int = 1000,
+) -> tuple[float, list[tuple[float, float]]]:
+    """Choose the inverse L2 strength ``C`` of the logistic-regression probe on validation.
+
+    The CLIP paper's linear-probe protocol (Radford et al. 2021, appendix A.3): a
+    log-spaced sweep of the regularisation strength on a validation split, then a
+    refinement around the best value. Here: ``steps`` values of ``C`` log-spaced over
+    ``10**log10_range``, then ``steps`` more between the best value's neighbours, each fit
+    warm-started from the previous one (increasing ``C``) on standardised features; the
+    validation part is carved from ``x`` stratified by ``y`` and grouped by ``groups``.
+
+    Args:
+        x: ``float32 [N, D]`` training features; ``y``: ``[N]`` labels; ``groups``: ``[N]``.
+        steps: values per stage (2 stages).
+
+    Returns:
+        The best ``C`` by validation macro-F1 and the ``(C, macro_f1)`` pairs tried.
+    """
+    val = validation_split(y, groups, validation_share, seed)
+    scaler = StandardScaler().fit(x[~val])
+    xt, xv = scaler.transform(x[~val]), scaler.transform(x[val])
+
+    def evaluate(grid: np.ndarray) -> list[tuple[float, float]]:
+        clf = LogisticRegression(max_iter=max_iter, warm_start=True, random_state=seed)
+        out = []
+        for c in np.sort(grid):
+            clf.set_params(C=float(c)).fit(xt, y[~val])
+            out.append(
+                (
+                    float(c),
+                    float(f1_score(y[val], clf.predict(xv), average="macro", zero_division=0)),
+                )
+            )
+        return out
+
+    coarse = np.logspace(*log10_range, num=max(2, steps))
+    tried = evaluate(coarse)
+    best = int(np.argmax([f for _, f in tried]))
+    lo = np.log10(coarse[max(best - 1, 0)])
+    hi = np.log10(coarse[min(best + 1, len(coarse) - 1)])
+    fine = np.setdiff1d(np.logspace(lo, hi, num=steps + 2)[1:-1], coarse)
+    tried += evaluate(fine)
+    best_c = max(tried, key=lambda cf: (cf[1], -abs(np.log10(cf[0]))))[0]
+    return best_c, sorted(tried)
+
+
+def fit_probe(
+    kind: str,
+    params: dict[str, Any] | None,
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    seed: int = 0,
+) -> tuple[Pipeline, dict[str, Any]]:
+    """Fit a probe on a training split; ``logreg`` with ``C: sweep`` chooses ``C`` first.
+
+    Args:
+        kind, params: see :func:`build_probe`; for ``logreg``, ``C: sweep`` (the default)
+            runs :func:`sweep_logreg_c` with ``sweep_steps`` (default 4),
+            ``sweep_range`` (log10 bounds, default [-3, 3]) and ``validation_share``.
+        x, y, groups: training features ``[N, D]``, labels ``[N]``, groups ``[N]``.
+
+    Returns:
+        The fitted pipeline and ``{"C": chosen C}`` for a swept logreg (else ``{}``).
+    """
+    params = dict(params or {})
+    info: dict[str, Any] = {}
+    if kind == "logreg" and str(params.get("C", "sweep")) == "sweep":
+        best_c, _ = sweep_logreg_c(
+            x,
+            y,
+            groups,
+            steps=int(params.get("sweep_steps", 4)),
+            log10_range=tuple(params.get("sweep_range", (-3.0, 3.0))),
+            validation_share=float(params.get("validation_share", 0.2)),
+            seed=seed,
+        )
+        params["C"] = info["C"] = best_c
+    return build_probe(kind, params, seed=seed).fit(x, y), info

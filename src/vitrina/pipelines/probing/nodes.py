@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 from sklearn.model_selection import StratifiedGroupKFold  # noqa: E402
 
 from vitrina.datasets.embeddings import Embeddings  # noqa: E402
-from vitrina.models.probes import build_probe, classification_metrics  # noqa: E402
+from vitrina.models.probes import classification_metrics, fit_probe  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -179,10 +179,13 @@ def probe_embeddings(
         emb = embeddings.align(df["product_id"].astype(str))
         train = (df["split"] == "train").to_numpy()
         y = df["label"].astype(str).to_numpy()
+        groups = df["group_id"].astype(str).to_numpy()
         for modality in params.get("modalities", ["text", "image", "text+image"]):
             x = emb.modality(modality)
             for probe, probe_params in params["probes"].items():
-                model = build_probe(probe, probe_params, seed=seed).fit(x[train], y[train])
+                model, info = fit_probe(
+                    probe, probe_params, x[train], y[train], groups[train], seed=seed
+                )
                 proba = model.predict_proba(x[~train])
                 metrics = classification_metrics(y[~train], proba, model.classes_)
                 for metric, value in metrics.items():
@@ -198,12 +201,13 @@ def probe_embeddings(
                         }
                     )
                 logger.info(
-                    "probing: %-12s %-10s %-6s macro_f1=%.3f acc=%.3f",
+                    "probing: %-12s %-10s %-6s macro_f1=%.3f acc=%.3f %s",
                     task,
                     modality,
                     probe,
                     metrics["macro_f1"],
                     metrics["accuracy"],
+                    " ".join(f"{k}={v:.3g}" for k, v in info.items()),
                 )
     return pd.DataFrame(rows, columns=METRIC_COLUMNS[1:])
 

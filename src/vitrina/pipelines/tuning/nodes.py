@@ -1,0 +1,221 @@
+"""Tuning nodes: validate the plan, run the Optuna study, report and plot it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import optuna  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.neural_network import MLPClassifier  # noqa: E402
+
+from vitrina.tuning import (  # noqa: E402
+    best_params_yaml,
+    completed_values,
+    decode_params,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    parse_space,
+    run_study,
+    study_figures,
+)
+
+from .targets import ProbingTarget, TuningTarget  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+_NOT_TUNABLE = {"random_state", "warm_start", "verbose"}
+
+
+def _probing(probe: str) -> tuple[Callable[..., TuningTarget], set[str], tuple[str, ...]]:
+    estimator = MLPClassifier() if probe == "mlp" else LogisticRegression()
+
+    def build(
+        config: dict[str, Any],
+        parameters: dict[str, Any],
+        products: pd.DataFrame,
+        image_manifest: pd.DataFrame,
+        tuning: dict[str, Any],
+    ) -> TuningTarget:
+        return ProbingTarget(
+            probe, config, parameters, products, image_manifest, tuning["embeddings_dir"]
+        )
+
+    return build, set(estimator.get_params()) - _NOT_TUNABLE, ("probing", "probes", probe)
+
+
+#: name → (builder, accepted parameter names, where the parameters live in the step's YAML)
+TARGETS: dict[str, tuple[Callable[..., TuningTarget], set[str], tuple[str, ...]]] = {
+    "probing_mlp": _probing("mlp"),
+    "probing_logreg": _probing("logreg"),
+}
+
+
+def plan_tuning(tuning: dict[str, Any]) -> dict[str, Any]:
+    """Check the requested target and its search space before any trial runs.
+
+    Args:
+        tuning: ``tuning`` parameters (``target``, ``targets``, ``n_trials``,
+            ``study_name``, ``storage``, ``sampler``, ``pruner``, ``timeout``).
+
+    Returns:
+        The plan: target name, study name, parsed search space and run settings.
+
+    Raises:
+        ValueError: the target does not exist (lists the valid ones) or has no
+            configuration; ``n_trials < 1``.
+        vitrina.tuning.SearchSpaceError: the search space is invalid (every problem).
+    """
+    target = tuning.get("target")
+    configured = tuning.get("targets") or {}
+    valid = sorted(set(TARGETS) & set(configured))
+    if target not in TARGETS or target not in configured:
+        raise ValueError(f"Unknown tuning target {target!r}; valid targets: {', '.join(valid)}")
+    n_trials = int(tuning.get("n_trials", 20))
+    if n_trials < 1:
+        raise ValueError(f"tuning.n_trials must be >= 1, got {n_trials}")
+    _, allowed, path = TARGETS[target]
+    space = parse_space(configured[target].get("space") or {}, allowed, target)
+    study_name = tuning.get("study_name") or f"{tuning.get('catalogue', 'vitrina')}-{target}"
+    return {
+        "target": target,
+        "study_name": study_name,
+        "space": space,
+        "params_path": path,
+        "n_trials": n_trials,
+    }
+
+
+def run_tuning(
+    plan: dict[str, Any],
+    tuning: dict[str, Any],
+    parameters: dict[str, Any],
+    products: pd.DataFrame,
+    image_manifest: pd.DataFrame,
+) -> tuple[optuna.Study, pd.DataFrame, str, dict[str, Any]]:
+    """Run (or continue) the study of ``plan`` and score its best parameters on test once.
+
+    A new study's first trial is the step's configured parameters (so the report shows
+    what tuning gained over the defaults). The storage is opened before anything else:
+    an unreachable database fails with :class:`vitrina.tuning.TuningStorageError` and
+    leaves no study behind.
+
+    Returns:
+        The study, a one-row summary (``target, study, n_trials, n_complete, n_pruned,
+        n_failed, metric, default_value, best_value, improvement, test_value``), the
+        best-parameters YAML and MLflow metrics.
+    """
+    storage = open_storage(tuning.get("storage"))
+    build, _, _ = TARGETS[plan["target"]]
+    target = build(tuning["targets"][plan["target"]], parameters, products, image_manifest, tuning)
+    defaults = target.defaults()
+    first = {
+        p.name: defaults[p.name]
+        for p in plan["space"]
+        if p.name in defaults and p.contains(defaults[p.name])
+    }
+    study = run_study(
+        target.objective,
+        plan["space"],
+        study_name=plan["study_name"],
+        storage=storage,
+        direction=target.direction,
+        sampler=make_sampler(tuning.get("sampler")),
+        pruner=make_pruner(tuning.get("pruner")),
+        n_trials=plan["n_trials"],
+        timeout=tuning.get("timeout"),
+        first_trial=first if len(first) == len(plan["space"]) else None,
+    )
+    values = completed_values(study)
+    default_trials = [
+        t
+        for t in study.trials
+        if t.user_attrs.get("defaults") and t.state == optuna.trial.TrialState.COMPLETE
+    ]
+    default_value = default_trials[0].value if default_trials else float("nan")
+    best_value = study.best_value if values else float("nan")
+    test_value = (
+        target.test_score(decode_params(study.best_trial.params)) if values else float("nan")
+    )
+    states = pd.Series([t.state.name for t in study.trials]).value_counts()
+    summary = pd.DataFrame(
+        [
+            {
+                "target": plan["target"],
+                "study": plan["study_name"],
+                "n_trials": len(study.trials),
+                "n_complete": int(states.get("COMPLETE", 0)),
+                "n_pruned": int(states.get("PRUNED", 0)),
+                "n_failed": int(states.get("FAIL", 0)),
+                "metric": f"validation_{target.metric}",
+                "default_value": default_value,
+                "best_value": best_value,
+                "improvement": best_value - default_value,
+                "test_value": test_value,
+            }
+        ]
+    )
+    logger.info(
+        "tuning %s: validation %s default %.4f → best %.4f; test %.4f",
+        plan["target"],
+        target.metric,
+        default_value,
+        best_value,
+        test_value,
+    )
+    header = (
+        f"# Best parameters of Optuna study {plan['study_name']!r} ({len(study.trials)} trials, "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC)\n# validation {target.metric}: {best_value:.4f} "
+        f"(defaults {default_value:.4f}); test {target.metric}: {test_value:.4f}\n"
+        f"# The whole `{plan['params_path'][0]}` block with the tuned values merged in: save it as\n"
+        f"# conf/<env>/parameters_{plan['params_path'][0]}.yml and run with --env=<env>.\n"
+    )
+    yaml_text = (
+        best_params_yaml(study, plan["params_path"], parameters.get(plan["params_path"][0]), header)
+        if values
+        else ""
+    )
+    metrics = {
+        f"{plan['target']}.{k}": {"value": float(summary.iloc[0][k]), "step": 0}
+        for k in ("best_value", "default_value", "test_value")
+        if pd.notna(summary.iloc[0][k])
+    }
+    return study, summary, yaml_text, metrics
+
+
+def plot_tuning(study: optuna.Study) -> tuple[Any, Any, Any, Any]:
+    """Optuna's optimisation history, parameter importances and parallel coordinates.
+
+    Returns:
+        Three Plotly figures (saved as HTML; a placeholder figure explains a plot that
+        needs more completed trials) and a Matplotlib figure of the history (PNG).
+    """
+    import plotly.graph_objects as go
+    from optuna.visualization import matplotlib as optuna_mpl
+
+    figures = study_figures(study)
+
+    def placeholder(name: str) -> go.Figure:
+        fig = go.Figure()
+        fig.add_annotation(
+            text=f"{name}: needs at least two completed trials with different parameters",
+            showarrow=False,
+        )
+        return fig
+
+    ax = optuna_mpl.plot_optimization_history(study)
+    png = ax.figure
+    png.set_size_inches(7, 4)
+    return (
+        figures["optimization_history"],
+        figures.get("param_importances") or placeholder("parameter importances"),
+        figures.get("parallel_coordinate") or placeholder("parallel coordinates"),
+        png,
+    )
