@@ -65,3 +65,32 @@ def kedro_project(tmp_path, monkeypatch):
     monkeypatch.setenv("KEDRO_ENV", "test")
     monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "true")
     return root
+
+
+def kedro_cli(project: Path, *args: str, timeout: int = 600) -> str:
+    """Run ``kedro <args>`` in ``project`` as a user would; return its output.
+
+    Raises:
+        AssertionError: non-zero exit, with the end of the output.
+    """
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "KEDRO_DISABLE_TELEMETRY": "true",
+        "PYTHONUNBUFFERED": "1",
+        "COLUMNS": "200",
+    }
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("kedro")), *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"kedro {' '.join(args)} failed:\n{output[-4000:]}"
+    return output

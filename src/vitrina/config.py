@@ -27,15 +27,23 @@ def project_root() -> Path:
 
 
 def _parameters(conf_source: str, env: str) -> dict[str, Any]:
-    """Top-level parameter keys of ``base`` then ``env`` (later files replace whole keys,
-    as Kedro's default destructive merge does). Plain YAML, interpolations unresolved:
+    """Parameters of ``base`` then ``env``, merged recursively (the project's ``soft``
+    merge strategy, see ``settings.py``). Plain YAML, interpolations unresolved:
     creating a second ``OmegaConfigLoader`` in the process would re-register OmegaConf's
     global ``globals``/``runtime_params`` resolvers and break the running session's."""
     merged: dict[str, Any] = {}
     for folder in dict.fromkeys(["base", env]):
         for path in sorted(Path(conf_source, folder).glob("**/parameters*.yml")):
-            merged.update(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+            _soft_merge(merged, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
     return merged
+
+
+def _soft_merge(into: dict[str, Any], other: dict[str, Any]) -> None:
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _soft_merge(into[key], value)
+        else:
+            into[key] = value
 
 
 def model_specs(
@@ -62,3 +70,46 @@ def model_specs(
                 f"Model name {name!r} must use letters, digits and '_' only (it becomes a Kedro namespace)"
             )
     return {str(k): dict(v) for k, v in models.items()}
+
+
+#: Embedder types that are CLIP models and can be fine-tuned contrastively.
+FINETUNABLE_TYPES = ("ruclip", "hf_clip")
+
+
+def finetune_spec(
+    conf_source: str | Path | None = None, env: str | None = None
+) -> dict[str, Any] | None:
+    """What the ``clip_finetune`` pipeline is built from: its base and output model names.
+
+    Returns:
+        ``{"base_model": name, "output_model": name, "base_spec": embeddings.models[name]}``,
+        or ``None`` when the parameters have no ``clip_finetune`` block.
+
+    Raises:
+        ValueError: ``base_model`` is not in ``embeddings.models`` or is not a CLIP model
+            (``ruclip``/``hf_clip``), or ``output_model`` is missing or equals the base.
+    """
+    conf_source = str(conf_source or project_root() / "conf")
+    env = env or os.environ.get("KEDRO_ENV") or "local"
+    if not Path(conf_source, env).is_dir():
+        env = "base"
+    params = _parameters(conf_source, env).get("clip_finetune")
+    if not params:
+        return None
+    models = model_specs(conf_source, env)
+    base, output = params.get("base_model"), params.get("output_model")
+    if base not in models:
+        raise ValueError(
+            f"clip_finetune.base_model {base!r} is not in embeddings.models {sorted(models)}"
+        )
+    if models[base].get("type") not in FINETUNABLE_TYPES:
+        raise ValueError(
+            f"clip_finetune.base_model {base!r} has type {models[base].get('type')!r}; only "
+            f"CLIP models ({', '.join(FINETUNABLE_TYPES)}) can be fine-tuned"
+        )
+    if not output or output == base or not str(output).replace("_", "").isalnum():
+        raise ValueError(
+            f"clip_finetune.output_model must be a new model name of letters, digits and '_', "
+            f"different from the base {base!r}; got {output!r}"
+        )
+    return {"base_model": str(base), "output_model": str(output), "base_spec": models[base]}

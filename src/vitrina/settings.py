@@ -21,6 +21,10 @@ CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    # An environment (and `--params`) overrides parameters key by key, recursively: with
+    # Kedro's default destructive merge, `--env=hm --params=probing.test_size=0.3` would
+    # replace the whole `probing` block by `{test_size: 0.3}`.
+    "merge_strategy": {"parameters": "soft"},
     "config_patterns": {
         "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
     },

@@ -194,3 +194,12 @@ def test_max_products_is_reported(params):
     products, report = run(raw_table(), params)
     assert len(products) == 3
     assert reasons(report)["not_sampled_max_products"] == 2
+
+
+def test_null_label_mapping_means_the_catalogue_lacks_it(params):
+    params["labels"] = {
+        "category": "cat",
+        "gender": None,
+    }  # an environment switching a base label off
+    products, _ = run(raw_table(), params)
+    assert "gender" not in products.columns and "category" in products.columns

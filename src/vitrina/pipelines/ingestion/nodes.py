@@ -42,7 +42,9 @@ class IngestionError(ValueError):
 def _source_columns(params: dict[str, Any]) -> dict[str, str]:
     """Every source column the configuration refers to, with what refers to it."""
     needed = {src: f"columns.{canon}" for canon, src in params["columns"].items()}
-    needed.update({src: f"labels.{canon}" for canon, src in (params.get("labels") or {}).items()})
+    needed.update(
+        {src: f"labels.{canon}" for canon, src in (params.get("labels") or {}).items() if src}
+    )
     for canon, spec in (params.get("derived_labels") or {}).items():
         for rule in spec.get("rules", []):
             needed.setdefault(rule["column"], f"derived_labels.{canon}")
@@ -150,7 +152,8 @@ def map_to_canonical_schema(raw: pd.DataFrame, params: dict[str, Any]) -> pd.Dat
     )
     out["group_id"] = out["group_id"].fillna(out["product_id"])
     for canon, src in (params.get("labels") or {}).items():
-        out[canon] = _clean_text(raw[src])
+        if src:  # null: this catalogue has no such label
+            out[canon] = _clean_text(raw[src])
     for canon, spec in (params.get("derived_labels") or {}).items():
         out[canon] = derive_label(raw, spec)
     return out.reset_index(drop=True)

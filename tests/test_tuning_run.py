@@ -1,0 +1,55 @@
+"""Tuning end to end: `kedro run --pipeline=tuning` twice on the demo continues one study."""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import kedro_cli
+from tests.test_run import run
+
+pytestmark = pytest.mark.slow
+
+OUT = "data/08_reporting/test/tuning"
+
+
+def test_tuning_twice_continues_the_study_and_writes_reports(kedro_project):
+    for name in ("ingestion", "image_processing", "embeddings"):
+        run(kedro_project, name)
+    params = "tuning.target=probing_mlp,tuning.n_trials=3,tuning.targets.probing_mlp.max_epochs=5"
+    for _ in range(2):  # the README's command, twice: the second run continues the study
+        kedro_cli(kedro_project, "run", "--pipeline=tuning", "--env=test", f"--params={params}")
+
+    summary = pd.read_csv(f"{OUT}/probing_mlp_summary.csv").iloc[0]
+    assert summary["study"] == "test-probing_mlp" and summary["n_trials"] == 6
+    assert summary["n_complete"] + summary["n_pruned"] + summary["n_failed"] == 6
+    assert pd.notna(summary["default_value"])  # trial 0 = the probing step's own settings
+    assert summary["best_value"] >= summary["default_value"]
+    assert 0 <= summary["test_value"] <= 1
+
+    best = yaml.safe_load(open(f"{OUT}/probing_mlp_best_params.yml").read())
+    assert set(best) == {"probing"} and "tasks" in best["probing"]  # drop-in shape
+    assert {"alpha", "learning_rate_init", "batch_size", "hidden_layer_sizes"} <= set(
+        best["probing"]["probes"]["mlp"]
+    )
+    for plot in ("history.html", "importances.html", "parallel_coordinate.html", "history.png"):
+        assert (kedro_project / OUT / f"probing_mlp_{plot}").stat().st_size > 1000, plot
+
+    mlflow.set_tracking_uri(f"sqlite:///{kedro_project / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["vitrina"])
+    parents = runs[runs["tags.kedro_pipeline"] == "tuning"]
+    assert len(parents) == 2
+    for parent_id in parents["run_id"]:
+        trials = runs[runs["tags.mlflow.parentRunId"] == parent_id]
+        assert len(trials) == 3 and trials["tags.optuna.study"].eq("test-probing_mlp").all()
+    assert parents["metrics.tuning.probing_mlp.best_value"].notna().all()
+
+
+def test_bad_target_fails_before_any_trial(kedro_project):
+    with pytest.raises(
+        Exception, match="Unknown tuning target 'nope'; valid targets: probing_logreg, probing_mlp"
+    ):
+        run(kedro_project, "tuning", {"tuning": {"target": "nope"}})
+    assert not (kedro_project / "data/06_models/test/optuna.db").exists()
