@@ -86,3 +86,28 @@ def test_preview_shows_shapes(tmp_path):
     assert preview["columns"] == ["id", "text[:4]", "image[:4]"]
     assert preview["data"][0][0] == "id0"
     assert preview["data"][-1] == ["shape", "[4, 3]", "[4, 4]"]
+
+
+def test_image_folder_dataset(tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from vitrina.datasets import ImageFolderDataset
+
+    ds = ImageFolderDataset(str(tmp_path / "images"))
+    with pytest.raises(DatasetError, match="run `kedro run --pipeline=image_processing`"):
+        ds.load()
+    folder = tmp_path / "images" / "32_pad"
+    folder.mkdir(parents=True)
+    with pytest.raises(DatasetError, match="holds no image"):
+        ds.save(folder)
+    for i in range(3):
+        Image.new("RGB", (32, 32), (80 * i, 0, 0)).save(folder / f"{i}.jpg")
+    ds.save(folder)  # the folder the node filled: accepted, nothing copied
+    with pytest.raises(DatasetError, match="lies outside it"):
+        ds.save(tmp_path)
+    assert [p.name for p in ds.load()] == ["0.jpg", "1.jpg", "2.jpg"]
+    sheet = Image.open(io.BytesIO(base64.b64decode(ds.preview(side=16))))
+    assert sheet.size == (8 * 16, 16)

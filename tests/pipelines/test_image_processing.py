@@ -91,7 +91,8 @@ def test_bad_images_are_reported_and_excluded(root, tmp_path):
         "truncated.jpg",
         "missing.jpg",
     ]
-    manifest, report = process_images(products(names), str(root), params(tmp_path / "out"))
+    manifest, report, folder = process_images(products(names), str(root), params(tmp_path / "out"))
+    assert folder == tmp_path / "out" / "32_pad"
     assert sorted(manifest["product_id"]) == sorted(
         ["rgb", "cmyk", "rgba", "grey", "palette", "grey16"]
     )
@@ -110,14 +111,14 @@ def test_bad_images_are_reported_and_excluded(root, tmp_path):
 
 def test_rerun_skips_processed_images(root, tmp_path, monkeypatch):
     names = ["rgb.jpg", "grey.png"]
-    manifest, _ = process_images(products(names), str(root), params(tmp_path / "out"))
+    manifest, _, _ = process_images(products(names), str(root), params(tmp_path / "out"))
     mtimes = {p: os.stat(p).st_mtime_ns for p in manifest["processed_path"]}
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("an already processed image was processed again")
 
     monkeypatch.setattr("vitrina.pipelines.image_processing.nodes.resize_square", must_not_run)
-    manifest2, report2 = process_images(products(names), str(root), params(tmp_path / "out"))
+    manifest2, report2, _ = process_images(products(names), str(root), params(tmp_path / "out"))
     assert report2.empty
     assert manifest2.equals(manifest)
     assert {p: os.stat(p).st_mtime_ns for p in manifest2["processed_path"]} == mtimes
@@ -125,7 +126,7 @@ def test_rerun_skips_processed_images(root, tmp_path, monkeypatch):
 
 def test_size_and_mode_change_do_not_reuse_stale_files(root, tmp_path):
     process_images(products(["rgb.jpg"]), str(root), params(tmp_path / "out"))
-    manifest, _ = process_images(
+    manifest, _, _ = process_images(
         products(["rgb.jpg"]), str(root), params(tmp_path / "out", size=16, mode="crop")
     )
     with Image.open(manifest["processed_path"][0]) as img:

@@ -3,5 +3,12 @@
 from .checkpoint import RuClipCheckpointDataset
 from .demo_catalogue import DemoCatalogueDataset
 from .embeddings import Embeddings, EmbeddingsDataset
+from .image_folder import ImageFolderDataset
 
-__all__ = ["DemoCatalogueDataset", "Embeddings", "EmbeddingsDataset", "RuClipCheckpointDataset"]
+__all__ = [
+    "DemoCatalogueDataset",
+    "Embeddings",
+    "EmbeddingsDataset",
+    "ImageFolderDataset",
+    "RuClipCheckpointDataset",
+]

@@ -137,7 +137,8 @@ def process_images(
         ``product_id, processed_path, source_width, source_height, source_mode`` — and
         ``image_quality_report``: ``product_id, image_path, reason, detail`` for every
         image that failed (``decode_error``, ``missing_image``); those products are
-        excluded downstream.
+        excluded downstream; and the folder the images were written to (the
+        ``processed_images`` dataset).
 
     Raises:
         ValueError: no image at all could be processed (names the first errors).
@@ -191,4 +192,4 @@ def process_images(
             f"No image could be processed ({len(jobs)} tried); first errors: "
             + "; ".join(f"{f['product_id']}: {f['detail']}" for f in failures[:3])
         )
-    return pd.DataFrame(manifest, columns=MANIFEST_COLUMNS), report
+    return pd.DataFrame(manifest, columns=MANIFEST_COLUMNS), report, out_dir

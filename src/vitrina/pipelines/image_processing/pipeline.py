@@ -12,7 +12,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 func=process_images,
                 inputs=["products", "params:ingestion.image_root", "params:image_processing"],
-                outputs=["image_manifest", "image_quality_report"],
+                outputs=["image_manifest", "image_quality_report", "processed_images"],
                 name="process_images",
             )
         ]
