@@ -18,7 +18,7 @@ embeddings must agree to cosine > 0.9999 (text and image, every product).
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/embeddings.py                 # CPU, N=256, fp32 + bf16
+    .venv/bin/python benchmarks/embeddings.py                 # CPU, N=128, fp32 + bf16
     .venv/bin/python benchmarks/embeddings.py --device cuda   # same on a GPU
 
 The last line of stdout is ``speedup=<best Vitrina products/s / reference products/s>``.
@@ -169,13 +169,34 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _reset_peak_rss() -> bool:
-    """Reset the peak RSS to the current RSS (Linux ``clear_refs``); False if unsupported."""
+def _reset_hwm() -> bool:
+    """Reset the kernel's RSS high-water mark to the current RSS (Linux ``clear_refs``).
+
+    ``getrusage`` cannot be reset (it also keeps the high-water mark of exited threads),
+    so the peak after the reset is read back from ``VmHWM`` by :func:`_hwm_mib`.
+    """
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         return False
-    return True
+    return _hwm_mib() is not None
+
+
+def _hwm_mib() -> float | None:
+    """``VmHWM`` (peak RSS since start or the last :func:`_reset_hwm`), MiB; None if unknown."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process (all threads)."""
+    t = os.times()
+    return t.user + t.system
 
 
 def _sync(device: str) -> None:
@@ -204,8 +225,7 @@ def run_path(
 
     bundle = load_ruclip(checkpoint)
     gc.collect()
-    load_peak_mib = _peak_rss_mib()
-    rss_reset = _reset_peak_rss()
+    hwm_reset = _reset_hwm()
     if kind == "reference":
         embedder = ReferencePredictor(bundle, device)
     else:
@@ -227,6 +247,7 @@ def run_path(
         torch.cuda.reset_peak_memory_stats()
 
     _sync(device)
+    cpu0 = _cpu_s()
     t0 = time.perf_counter()
     text = embedder.embed_texts(titles)
     _sync(device)
@@ -234,18 +255,19 @@ def run_path(
     image = embedder.embed_images(paths)
     _sync(device)
     t2 = time.perf_counter()
+    cpu_s = _cpu_s() - cpu0
 
     return {
         "kind": kind,
         "precision": precision,
         "text_s": t1 - t0,
         "image_s": t2 - t1,
+        "cpu_s": cpu_s,
         "preprocess_s": getattr(embedder, "preprocess_s", None),
         "text": text,
         "image": image,
         "peak_rss_mib": _peak_rss_mib(),
-        "load_peak_rss_mib": load_peak_mib,
-        "rss_reset": rss_reset,
+        "run_peak_mib": _hwm_mib() if hwm_reset else None,
         "peak_gpu_mib": (
             torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
         ),
@@ -277,6 +299,19 @@ def device_name(device: str) -> str:
     return f"cpu ({cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
 
 
+def _loadavg(flag: bool = True) -> str:
+    """1/5/15-minute load averages; ``flag``: say so when other work competes for the CPU."""
+    try:
+        load = os.getloadavg()
+    except OSError:
+        return "unknown"
+    text = " ".join(f"{v:.2f}" for v in load)
+    cores = os.cpu_count() or 1
+    if flag and load[0] > cores + 0.5:
+        text += f" (> {cores} cores: other processes compete for the CPU, timings are noisy)"
+    return text
+
+
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine similarity of two ``[N, D]`` matrices."""
     a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
@@ -302,7 +337,7 @@ def print_table(rows: list[list[str]], header: list[str]) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, default=256, help="products to embed (default 256)")
+    p.add_argument("--n", type=int, default=128, help="products to embed (default 128)")
     p.add_argument(
         "--hm-dir",
         type=Path,
@@ -357,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         titles, paths, source = load_inputs(args.n, args.hm_dir, tmp)
         n = len(titles)
         print(f"device: {device_name(device)}")
+        print(f"load average at start: {_loadavg()}")
         print(f"inputs: {n} products from {source}")
         t0 = time.perf_counter()
         checkpoint = write_tiny_ruclip_checkpoint(
@@ -387,7 +423,17 @@ def main(argv: list[str] | None = None) -> int:
                 run_isolated(not args.no_isolate, "vitrina", precision, *common, args.warmup)
             )
 
-    header = ["path", "precision", "products/s", "seconds", "text s", "image s", "peak RSS MiB"]
+    header = [
+        "path",
+        "precision",
+        "products/s",
+        "seconds",
+        "text s",
+        "image s",
+        "CPU s",
+        "peak RSS MiB",
+        "embed peak MiB",
+    ]
     if device.startswith("cuda"):
         header.append("peak GPU MiB")
     rows = []
@@ -401,7 +447,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{total:.2f}",
             f"{r['text_s']:.2f}",
             f"{r['image_s']:.2f}",
+            f"{r['cpu_s']:.1f}",
             f"{r['peak_rss_mib']:.0f}",
+            "n/a" if r["run_peak_mib"] is None else f"{r['run_peak_mib']:.0f}",
         ]
         if device.startswith("cuda"):
             row.append(f"{r['peak_gpu_mib']:.0f}")
@@ -409,13 +457,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_table(rows, header)
     ref = results[0]
-    if all(r["rss_reset"] for r in results):
-        print(
-            "peak RSS: model resident + embedding (warm-up and timed run), measured after "
-            f"load_ruclip; loading itself peaks at {ref['load_peak_rss_mib']:.0f} MiB"
-        )
-    else:
-        print("peak RSS: whole process, loading included (/proc/self/clear_refs unavailable)")
+    print(
+        "peak RSS: getrusage of the path's own process, load_ruclip included (loading holds "
+        "the state dict and the model at once); embed peak: VmHWM reset after loading, i.e. "
+        "model + warm-up + timed run"
+    )
     print(
         f"reference image time: {ref['preprocess_s']:.2f}s PIL preprocessing (main thread) + "
         f"{ref['image_s'] - ref['preprocess_s']:.2f}s model"
@@ -439,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         if r["precision"] == "fp32" and not ok:
             failed = True
 
+    print(f"load average at end (this benchmark included): {_loadavg(flag=False)}")
     best = max(results[1:], key=lambda r: r["products_per_s"])
     speedup = best["products_per_s"] / ref["products_per_s"]
     print(f"best vitrina: {best['precision']} ({best['products_per_s']:.2f} products/s)")
