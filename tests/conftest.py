@@ -36,6 +36,9 @@ def make_project(
               path: data/01_raw/demo_test
               n_products: {n_products}
               seed: 7
+              metadata:
+                kedro-viz:
+                  layer: raw
         """,
         "parameters_ingestion.yml": (REPO / "conf/base/parameters_ingestion.yml")
         .read_text()

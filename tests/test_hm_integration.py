@@ -5,21 +5,28 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tests.conftest import SHARED_DATA
-from tests.test_run import run
+from tests.conftest import SHARED_DATA, kedro_cli
 
 HM = SHARED_DATA / "hm"
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.integration,
-    pytest.mark.skipif(not (HM / "articles.csv").is_file(), reason=f"H&M data not found at {HM} (see ../shared/data/README.md)"),
+    pytest.mark.skipif(
+        not (HM / "articles.csv").is_file(),
+        reason=f"H&M data not found at {HM} (see ../shared/data/README.md)",
+    ),
 ]
 
 
 def test_main_job_on_300_hm_products(kedro_project):
-    params = {"hm_dir": str(HM), "ingestion": {"max_products": 300}}
-    run(kedro_project, None, params, env="hm")
+    kedro_cli(
+        kedro_project,
+        "run",
+        "--env=hm",
+        f"--params=hm_dir={HM},ingestion.max_products=300,clip_finetune.train.epochs=1",
+        timeout=1500,
+    )
 
     products = pd.read_parquet("data/03_primary/hm/products.parquet")
     assert len(products) == 300
@@ -32,5 +39,11 @@ def test_main_job_on_300_hm_products(kedro_project):
     assert "is_adult" not in set(metrics["task"])  # H&M has no adult-only label
     tasks = pd.read_csv("data/08_reporting/hm/probing_task_report.csv").set_index("task")
     assert tasks.loc["is_adult", "status"] == "skipped"
-    f1 = metrics[(metrics.metric == "macro_f1") & (metrics.model == "tfidf_svd") & (metrics.modality == "text")]
-    assert f1.set_index(["task", "probe"])["value"]["category", "logreg"] > 0.4  # titles name the garment
+    f1 = metrics[
+        (metrics.metric == "macro_f1")
+        & (metrics.model == "tfidf_svd")
+        & (metrics.modality == "text")
+    ]
+    assert (
+        f1.set_index(["task", "probe"])["value"]["category", "logreg"] > 0.4
+    )  # titles name the garment

@@ -6,14 +6,15 @@ from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
 #: The order in which ``kedro run`` (the ``__default__`` pipeline) chains the pipelines.
-MAIN_JOB = ("ingestion", "image_processing", "embeddings", "probing")
+MAIN_JOB = ("ingestion", "image_processing", "clip_finetune", "embeddings", "probing")
 
 
 def register_pipelines() -> dict[str, Pipeline]:
     """Register the project's pipelines.
 
     Every folder under ``vitrina/pipelines`` is found by ``find_pipelines``; the default
-    pipeline is the main job, ingestion → image_processing → embeddings → probing.
+    pipeline is the main job, ingestion → image_processing → clip_finetune → embeddings
+    (base and fine-tuned models among the others) → probing.
 
     Returns:
         A mapping from pipeline names to ``Pipeline`` objects.

@@ -10,7 +10,12 @@ import torch
 from PIL import Image
 
 from vitrina.models.embedders import TfidfSvdEmbedder, build_embedder, embedder_from_ruclip_bundle
-from vitrina.models.ruclip import image_features, load_ruclip, text_features, write_tiny_ruclip_checkpoint
+from vitrina.models.ruclip import (
+    image_features,
+    load_ruclip,
+    text_features,
+    write_tiny_ruclip_checkpoint,
+)
 
 TITLES = [
     "Платье женское красное в полоску",
@@ -25,7 +30,9 @@ TITLES = [
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    path = write_tiny_ruclip_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", TITLES * 3, seed=1)
+    path = write_tiny_ruclip_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "tiny", TITLES * 3, seed=1
+    )
     return load_ruclip(path)
 
 
@@ -42,7 +49,9 @@ def images(tmp_path_factory):
 
 
 def test_clip_embedder_equals_one_by_one_forward_passes(bundle, images):
-    emb = embedder_from_ruclip_bundle(bundle, {"batch_size": 3, "num_workers": 2, "progress": False})
+    emb = embedder_from_ruclip_bundle(
+        bundle, {"batch_size": 3, "num_workers": 2, "progress": False}
+    )
     text = emb.embed_texts(TITLES)
     image = emb.embed_images(images)
     assert text.dtype == image.dtype == np.float32
@@ -53,14 +62,18 @@ def test_clip_embedder_equals_one_by_one_forward_passes(bundle, images):
             ref = text_features(bundle.model, batch["input_ids"], batch["attention_mask"])[0]
             np.testing.assert_allclose(text[i], (ref / ref.norm()).numpy(), atol=1e-5)
         for i, path in enumerate(images):
-            pixels = bundle.image_processor(images=Image.open(path).convert("RGB"), return_tensors="pt")["pixel_values"]
+            pixels = bundle.image_processor(
+                images=Image.open(path).convert("RGB"), return_tensors="pt"
+            )["pixel_values"]
             ref = image_features(bundle.model, pixels)[0]
             np.testing.assert_allclose(image[i], (ref / ref.norm()).numpy(), atol=1e-5)
 
 
 def test_bf16_autocast_stays_close_to_fp32(bundle, images):
     fp32 = embedder_from_ruclip_bundle(bundle, {"batch_size": 4, "progress": False})
-    bf16 = embedder_from_ruclip_bundle(bundle, {"batch_size": 4, "precision": "bf16", "progress": False})
+    bf16 = embedder_from_ruclip_bundle(
+        bundle, {"batch_size": 4, "precision": "bf16", "progress": False}
+    )
     cos = (fp32.embed_images(images) * bf16.embed_images(images)).sum(axis=1)
     assert cos.min() > 0.98
     with pytest.raises(ValueError, match="precision must be one of"):
@@ -84,7 +97,10 @@ def test_tfidf_svd_baseline(images):
 
 
 def test_registry_errors_name_the_problem():
-    with pytest.raises(ValueError, match=r"Unknown embedder type 'bert'; known types: \['hf_clip', 'ruclip', 'tfidf_svd'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"Unknown embedder type 'bert'; known types: \['hf_clip', 'ruclip', 'tfidf_svd'\]",
+    ):
         build_embedder({"type": "bert"})
     with pytest.raises(ValueError, match="needs a 'checkpoint'"):
         build_embedder({"type": "ruclip"}, name="base")
@@ -96,26 +112,57 @@ def _tiny_hf_clip(path):
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     chars = list(bytes_to_unicode().values())
-    vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
+    vocab = {
+        c: i
+        for i, c in enumerate(
+            chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+        )
+    }
     path.mkdir()
     (path / "vocab.json").write_text(json.dumps(vocab))
     (path / "merges.txt").write_text("#version: 0.2\n")
     tokenizer = CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt"))
     config = CLIPConfig(
-        text_config={"vocab_size": len(vocab), "bos_token_id": 512, "eos_token_id": 513, "pad_token_id": 513, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 77},
-        vision_config={"image_size": 32, "patch_size": 16, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2},
+        text_config={
+            "vocab_size": len(vocab),
+            "bos_token_id": 512,
+            "eos_token_id": 513,
+            "pad_token_id": 513,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 77,
+        },
+        vision_config={
+            "image_size": 32,
+            "patch_size": 16,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+        },
         projection_dim=16,
     )
     torch.manual_seed(0)
     CLIPModel(config).save_pretrained(path)
-    processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), tokenizer=tokenizer)
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+        ),
+        tokenizer=tokenizer,
+    )
     processor.save_pretrained(path)
     return path
 
 
 def test_hf_clip_from_a_local_directory(tmp_path, images):
     path = _tiny_hf_clip(tmp_path / "clip")
-    emb = build_embedder({"type": "hf_clip", "checkpoint": str(path)}, {"batch_size": 2, "progress": False}, name="clip")
+    emb = build_embedder(
+        {"type": "hf_clip", "checkpoint": str(path)},
+        {"batch_size": 2, "progress": False},
+        name="clip",
+    )
     text = emb.embed_texts(["red dress", "black sneakers", "red dress"])
     image = emb.embed_images(images[:3])
     assert text.shape == (3, 16) and image.shape == (3, 16)

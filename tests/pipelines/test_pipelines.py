@@ -18,7 +18,17 @@ from vitrina.pipelines.probing.nodes import make_probing_splits
 from vitrina.pipelines.probing.pipeline import model_pipeline as probing_for_model
 
 MODELS = {
-    "tiny_ruclip": {"type": "ruclip", "init": "tiny", "tiny": {"seed": 0, "vocab_size": 600, "embed_dim": 16, "vision_width": 64, "transformer_width": 32}},
+    "tiny_ruclip": {
+        "type": "ruclip",
+        "init": "tiny",
+        "tiny": {
+            "seed": 0,
+            "vocab_size": 600,
+            "embed_dim": 16,
+            "vision_width": 64,
+            "transformer_width": 32,
+        },
+    },
     "tfidf_svd": {"type": "tfidf_svd", "n_components": 16, "image_side": 8},
 }
 
@@ -54,7 +64,14 @@ def products(demo):
 def manifest(demo, products):
     root, _ = demo
     params = {**base_params("image_processing"), "size": 48, "output_dir": str(root / "processed")}
-    out = run(image_processing(), products=products[0], **{"params:ingestion.image_root": str(root / "raw" / "images"), "params:image_processing": params})
+    out = run(
+        image_processing(),
+        products=products[0],
+        **{
+            "params:ingestion.image_root": str(root / "raw" / "images"),
+            "params:image_processing": params,
+        },
+    )
     return out["image_manifest"], out["image_quality_report"]
 
 
@@ -62,7 +79,13 @@ def test_ingestion_pipeline(products):
     df, report = products
     assert len(df) == 120 - 7  # 8 planted defects, the truncated JPEG is only found by decoding
     assert df["product_id"].is_unique
-    assert set(report["reason"]) >= {"missing_title", "duplicate_product_id", "unsafe_image_path", "missing_image", "kept"}
+    assert set(report["reason"]) >= {
+        "missing_title",
+        "duplicate_product_id",
+        "unsafe_image_path",
+        "missing_image",
+        "kept",
+    }
 
 
 def test_image_processing_pipeline(products, manifest):
@@ -100,7 +123,11 @@ def test_probing_pipeline(products, manifest, embeddings):
     params = {**base_params("probing"), "min_class_size": 4, "probes": {"logreg": {"C": 1.0}}}
     splits, report = make_probing_splits(products[0], manifest[0], params)
     for name, emb in embeddings.items():
-        out = run(probing_for_model(name), probing_splits=splits, **{f"{name}.embeddings": emb, "params:probing": params})
+        out = run(
+            probing_for_model(name),
+            probing_splits=splits,
+            **{f"{name}.embeddings": emb, "params:probing": params},
+        )
         metrics = out[f"{name}.probing_metrics"]
         ok_tasks = set(report.loc[report.status == "ok", "task"])
         assert set(metrics["task"]) == ok_tasks

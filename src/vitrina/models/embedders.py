@@ -318,14 +318,11 @@ def embedder_from_ruclip_bundle(
     return _clip_embedder_from_bundle(bundle, settings, name)
 
 
-def _hf_clip(spec: dict[str, Any], settings: dict[str, Any], name: str) -> ClipEmbedder:
-    from transformers import AutoModel, AutoProcessor
-
-    from vitrina.models.ruclip import resolve_checkpoint
-
-    path = resolve_checkpoint(spec["checkpoint"], required_files=None)
-    model = AutoModel.from_pretrained(path)
-    processor = AutoProcessor.from_pretrained(path)
+def embedder_from_hf_bundle(
+    model: Any, processor: Any, settings: dict[str, Any], name: str = "hf_clip"
+) -> ClipEmbedder:
+    """Embedder over a loaded Hugging Face CLIP/SigLIP model and its ``AutoProcessor``
+    (e.g. a :class:`vitrina.models.hf_clip.HfClipBundle` from the catalogue)."""
     # SigLIP was trained with texts padded to a fixed length; CLIP pools at eos.
     padding = "max_length" if "siglip" in type(model).__name__.lower() else "longest"
 
@@ -346,6 +343,16 @@ def _hf_clip(spec: dict[str, Any], settings: dict[str, Any], name: str) -> ClipE
         progress=settings.get("progress", True),
         name=name,
     )
+
+
+def _hf_clip(spec: dict[str, Any], settings: dict[str, Any], name: str) -> ClipEmbedder:
+    from transformers import AutoModel, AutoProcessor
+
+    from vitrina.models.ruclip import resolve_checkpoint
+
+    path = resolve_checkpoint(spec["checkpoint"], required_files=None)
+    model = AutoModel.from_pretrained(path)
+    return embedder_from_hf_bundle(model, AutoProcessor.from_pretrained(path), settings, name)
 
 
 def _ruclip(spec: dict[str, Any], settings: dict[str, Any], name: str) -> ClipEmbedder:

@@ -10,7 +10,12 @@ from typing import Any
 import pandas as pd
 
 from vitrina.datasets.embeddings import Embeddings
-from vitrina.models.embedders import Embedder, build_embedder, embedder_from_ruclip_bundle
+from vitrina.models.embedders import (
+    Embedder,
+    build_embedder,
+    embedder_from_hf_bundle,
+    embedder_from_ruclip_bundle,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -106,13 +111,20 @@ def embed_products_with_checkpoint(
     """Like :func:`embed_products`, with the model taken from the catalogue.
 
     Args:
-        checkpoint: a loaded :class:`vitrina.models.ruclip.RuClipBundle` (the
-            ``<model>.checkpoint`` dataset: the tiny offline model or a fine-tuned one).
+        checkpoint: the ``<model>.checkpoint`` dataset: a loaded
+            :class:`vitrina.models.ruclip.RuClipBundle` (the tiny offline model, a
+            fine-tuned ruCLIP) or :class:`vitrina.models.hf_clip.HfClipBundle` (a
+            fine-tuned Hugging Face CLIP).
     """
+    from vitrina.models.hf_clip import HfClipBundle
+
     items = embedding_inputs(products, image_manifest, params.get("text_field", "title"))
-    return run_embedder(
-        embedder_from_ruclip_bundle(checkpoint, params, name=model.get("name", "ruclip")), items
-    )
+    name = model.get("name", model.get("type", "ruclip"))
+    if isinstance(checkpoint, HfClipBundle):
+        embedder = embedder_from_hf_bundle(checkpoint.model, checkpoint.processor, params, name)
+    else:
+        embedder = embedder_from_ruclip_bundle(checkpoint, params, name=name)
+    return run_embedder(embedder, items)
 
 
 def write_tiny_checkpoint(products: pd.DataFrame, model: dict[str, Any]) -> Any:

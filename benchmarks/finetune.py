@@ -1,0 +1,450 @@
+"""Training speed of Vitrina's contrastive fine-tuning against a reference loop.
+
+Both sides train the ruCLIP ViT-B/32 384 px architecture
+(``ai-forever/ruclip-vit-base-patch32-384``) holding RANDOM weights, written by
+:func:`vitrina.models.ruclip.write_tiny_ruclip_checkpoint` into a temporary directory and
+loaded through :func:`vitrina.models.ruclip.load_ruclip`, on the same (image, title) pairs in
+the same order, batch 32, AdamW, the symmetric InfoNCE loss.
+
+* ``reference``: the seed system's loop (``train_model.py``) -- fp32 without autocast,
+  eager attention, every title padded to the 77-token context, images opened and
+  transformed by PIL + numpy in the main thread (RGB, centre square crop, bilinear resize
+  to 384, /255, mean/std), ``loss.backward()``, ``optimizer.step()``.
+* ``vitrina``: :func:`vitrina.models.clip_training.train_clip` itself (one epoch, no
+  checkpoints), once per ``--precisions`` entry: titles padded to the longest of the
+  batch, SDPA attention, images decoded by threads ahead of the model, AdamW with
+  parameter groups, gradient clipping, warm-up + cosine schedule, bf16 autocast on this
+  CPU when asked (``fp32`` and ``bf16`` by default).
+
+Each path runs in a fresh (spawned) process, so its peak RSS is its own.  The first step
+of each path is a warm-up and is not timed; pairs/s is measured over the following steps
+(one run).  The first-step losses of all paths are printed as a sanity check: same
+weights, same batch, so they agree up to the precision used.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/finetune.py                 # CPU, 3 steps of 32 pairs
+    .venv/bin/python benchmarks/finetune.py --device cuda   # same on a GPU
+
+The last line of stdout is ``speedup=<best Vitrina pairs/s / reference pairs/s>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_HM_DIR = REPO.parent / "shared" / "data" / "hm"
+
+#: ``ai-forever/ruclip-vit-base-patch32-384`` (its config.json), weights drawn at random.
+RUCLIP_B32_384 = dict(
+    embed_dim=512,
+    image_resolution=384,
+    vision_layers=12,
+    vision_width=768,
+    vision_patch_size=32,
+    context_length=77,
+    vocab_size=49408,
+    transformer_width=512,
+    transformer_heads=8,
+    transformer_layers=12,
+)
+BATCH_SIZE = 32  # the seed system's batch
+LR = 6e-5  # the seed system's learning rate
+
+
+# ---------------------------------------------------------------------- inputs
+def load_inputs(n: int, hm_dir: Path, tmp: Path) -> tuple[list[str], list[str], str]:
+    """``n`` titles and image paths: H&M articles with an image, else the demo catalogue."""
+    import pandas as pd
+
+    articles = hm_dir / "articles.csv"
+    if articles.is_file():
+        df = pd.read_csv(articles, usecols=["article_id", "prod_name"], dtype={"article_id": str})
+        titles, paths = [], []
+        for aid, name in zip(df["article_id"], df["prod_name"], strict=True):
+            image = hm_dir / "images" / aid[:3] / f"{aid}.jpg"
+            if image.is_file() and isinstance(name, str) and name.strip():
+                titles.append(name)
+                paths.append(str(image))
+                if len(titles) == n:
+                    break
+        if len(titles) == n:
+            return titles, paths, f"H&M articles ({hm_dir})"
+
+    from vitrina.demo import generate_demo_catalogue
+
+    out = tmp / "demo"
+    df = generate_demo_catalogue(out, n_products=n, n_defects=0)
+    return (
+        df["name"].astype(str).tolist(),
+        [str(out / "images" / p) for p in df["picture"]],
+        f"demo catalogue (generated, {hm_dir} not found)",
+    )
+
+
+# ---------------------------------------------------------------------- memory
+def _peak_rss_mib() -> float:
+    """Peak resident set size of this process so far (``getrusage``), MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the peak RSS to the current RSS (Linux ``clear_refs``); False if unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _vm_hwm_mib() -> float | None:
+    """``VmHWM`` of ``/proc/self/status`` (peak RSS since the last reset), MiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+# ---------------------------------------------------------------------- the two loops
+def _ref_transform(path: str, resolution: int, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """ruclip.RuCLIPProcessor image transform in PIL + numpy: ``float32 [3, R, R]``."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+    w, h = img.size
+    side = min(w, h)
+    left, top = int(round((w - side) / 2.0)), int(round((h - side) / 2.0))
+    img = img.crop((left, top, left + side, top + side)).resize(
+        (resolution, resolution), Image.Resampling.BILINEAR
+    )
+    x = np.asarray(img, dtype=np.float32) / 255.0
+    return ((x - mean) / std).transpose(2, 0, 1)
+
+
+def reference_loop(
+    bundle: Any, titles: list[str], paths: list[str], batches: list[np.ndarray], device: str
+) -> tuple[list[float], list[float]]:
+    """The seed system's loop; returns per-step wall times and losses."""
+    import torch
+
+    from vitrina.models.clip_training import contrastive_loss
+    from vitrina.models.ruclip import image_features, text_features
+
+    model = bundle.model.to(device)
+    model.set_attn_implementation("eager")
+    model.train()
+    cfg = bundle.config
+    mean = np.asarray(cfg.mean, dtype=np.float32)
+    std = np.asarray(cfg.std, dtype=np.float32)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
+    times, losses = [], []
+    for idx in batches:
+        t0 = time.perf_counter()
+        ids = bundle.tokenizer([titles[i] for i in idx], padding="max_length")
+        pixels = torch.from_numpy(
+            np.stack([_ref_transform(paths[i], cfg.image_resolution, mean, std) for i in idx])
+        )
+        img = image_features(model, pixels.to(device))
+        txt = text_features(model, ids["input_ids"].to(device))
+        loss = contrastive_loss(img, txt, model.logit_scale)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+        losses.append(loss.item())
+    return times, losses
+
+
+def vitrina_loop(
+    bundle: Any,
+    titles: list[str],
+    paths: list[str],
+    precision: str,
+    device: str,
+    num_workers: int,
+    seed: int,
+) -> tuple[list[float], list[float]]:
+    """:func:`train_clip` for one epoch; returns per-step wall times and losses."""
+    import pandas as pd
+
+    from vitrina.models.clip_training import (
+        ClipAdapter,
+        TrainConfig,
+        pair_data_from_frame,
+        train_clip,
+    )
+
+    pairs = pd.DataFrame({"title": titles, "processed_path": paths})
+    adapter = ClipAdapter(bundle)
+    train = pair_data_from_frame(adapter, pairs, cache_mb=0, progress=False)
+    val = train.subset(np.arange(10))
+    config = TrainConfig(
+        epochs=1,
+        batch_size=BATCH_SIZE,
+        lr=LR,
+        precision=precision,
+        device=device,
+        num_workers=num_workers,
+        image_cache_mb=0,
+        progress=False,
+        seed=seed,
+        recall_ks=(1, 5, 10),
+        eval_batch_size=10,
+    )
+    stamps: list[float] = []
+    losses: list[float] = []
+
+    class Clock:
+        def on_step(self, step: int, metrics: dict[str, float]) -> None:
+            _sync(device)
+            stamps.append(time.perf_counter())
+            losses.append(metrics["loss"])
+
+        def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+            pass
+
+    start = time.perf_counter()
+    train_clip(bundle.model, train, val, config, hooks=[Clock()])
+    times = np.diff([start, *stamps]).tolist()
+    return times, losses
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def run_path(
+    kind: str,
+    precision: str,
+    checkpoint: str,
+    titles: list[str],
+    paths: list[str],
+    device: str,
+    num_workers: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Load the checkpoint and train one epoch over the pairs; the first step is warm-up."""
+    import torch
+
+    from vitrina.models.clip_training import epoch_batches
+    from vitrina.models.ruclip import load_ruclip
+
+    bundle = load_ruclip(checkpoint)
+    load_peak = _peak_rss_mib()
+    rss_reset = _reset_peak_rss()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    cpu0 = time.process_time()
+    if kind == "reference":
+        batches = epoch_batches(len(titles), BATCH_SIZE, 0, seed)  # train_clip's order
+        times, losses = reference_loop(bundle, titles, paths, batches, device)
+    else:
+        times, losses = vitrina_loop(bundle, titles, paths, precision, device, num_workers, seed)
+    timed = times[1:]
+    return {
+        "kind": kind,
+        "precision": precision,
+        "steps": len(times),
+        "warmup_s": times[0],
+        "timed_s": float(sum(timed)),
+        "pairs_per_s": BATCH_SIZE * len(timed) / max(sum(timed), 1e-9),
+        "first_loss": losses[0],
+        "cpu_s": time.process_time() - cpu0,
+        "peak_rss_mib": _peak_rss_mib(),
+        "load_peak_rss_mib": load_peak,
+        "train_peak_mib": _vm_hwm_mib() if rss_reset else None,
+        "peak_gpu_mib": (
+            torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
+        ),
+    }
+
+
+def run_isolated(isolate: bool, *args: Any) -> dict[str, Any]:
+    """:func:`run_path` in a fresh spawned process (own peak RSS, clean allocator state)."""
+    if not isolate:
+        return run_path(*args)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(run_path, *args).result()
+
+
+# ---------------------------------------------------------------------- report
+def device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    cpu = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu ({cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
+
+
+def print_table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i < 2 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    print(fmt(header))
+    print(fmt(["-" * w for w in widths]))
+    for r in rows:
+        print(fmt(r))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=3,
+        help="training steps of 32 pairs per path, the first one untimed (default 3)",
+    )
+    p.add_argument(
+        "--hm-dir",
+        type=Path,
+        default=DEFAULT_HM_DIR,
+        help="H&M folder (articles.csv + images/); the demo catalogue is used if absent",
+    )
+    p.add_argument(
+        "--precisions",
+        default="fp32,bf16",
+        help="Vitrina autocast precisions to measure, comma-separated (fp32,bf16,fp16)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu | cuda[:i] | auto (default cpu)")
+    p.add_argument(
+        "--num-workers", type=int, default=2, help="Vitrina image decoding threads (default 2)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the data order")
+    p.add_argument(
+        "--no-isolate",
+        action="store_true",
+        help="run every path in this process (peak RSS then accumulates)",
+    )
+    args = p.parse_args(argv)
+    args.precisions = [s.strip() for s in args.precisions.split(",") if s.strip()]
+    if not args.precisions:
+        p.error("--precisions is empty")
+    if args.steps < 2:
+        p.error("--steps must be >= 2 (one warm-up step + timed steps)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from vitrina.models.embedders import PRECISIONS
+    from vitrina.models.ruclip import RuClipTokenizer, write_tiny_ruclip_checkpoint
+    from vitrina.utils import resolve_device
+
+    bad = [p for p in args.precisions if p not in PRECISIONS]
+    if bad:
+        raise SystemExit(f"unknown precision(s) {bad}; known: {PRECISIONS}")
+    device = resolve_device(args.device)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: CUDA is not available")
+    n = BATCH_SIZE * args.steps
+
+    with tempfile.TemporaryDirectory(prefix="vitrina-bench-ft-") as tmp_str:
+        tmp = Path(tmp_str)
+        titles, paths, source = load_inputs(n, args.hm_dir, tmp)
+        print(f"device: {device_name(device)}")
+        print(f"inputs: {n} (image, title) pairs from {source}")
+        t0 = time.perf_counter()
+        checkpoint = write_tiny_ruclip_checkpoint(
+            tmp / "ruclip-vit-base-patch32-384-random", titles, seed=args.seed, **RUCLIP_B32_384
+        )
+        print(
+            "model: ruclip-vit-base-patch32-384 architecture, random weights, written in "
+            f"{time.perf_counter() - t0:.1f}s to a temp dir, loaded with load_ruclip"
+        )
+        lengths = [len(r) for r in RuClipTokenizer.from_file(checkpoint).encode(titles)]
+        print(
+            f"title tokens (bos/eos incl.): mean {np.mean(lengths):.1f}, max {max(lengths)} "
+            f"(reference pads all to {RUCLIP_B32_384['context_length']})"
+        )
+        print(
+            f"batch {BATCH_SIZE}, lr {LR}, AdamW; {args.steps} steps per path, the first one "
+            "a warm-up (untimed); reference: fp32, eager attention, 77-token padding, "
+            f"main-thread PIL; vitrina: train_clip, {args.num_workers} decoding threads"
+        )
+        sys.stdout.flush()
+        common = (str(checkpoint), titles, paths, device, args.num_workers, args.seed)
+        results = [run_isolated(not args.no_isolate, "reference", "fp32", *common)]
+        for precision in args.precisions:
+            results.append(run_isolated(not args.no_isolate, "vitrina", precision, *common))
+
+    header = [
+        "path",
+        "precision",
+        "pairs/s",
+        "timed s",
+        "warm-up s",
+        "CPU s",
+        "first loss",
+        "peak RSS MiB",
+        "train peak MiB",
+    ]
+    if device.startswith("cuda"):
+        header.append("peak GPU MiB")
+    rows = []
+    for r in results:
+        row = [
+            r["kind"],
+            r["precision"],
+            f"{r['pairs_per_s']:.2f}",
+            f"{r['timed_s']:.1f}",
+            f"{r['warmup_s']:.1f}",
+            f"{r['cpu_s']:.0f}",
+            f"{r['first_loss']:.4f}",
+            f"{r['peak_rss_mib']:.0f}",
+            "n/a" if r["train_peak_mib"] is None else f"{r['train_peak_mib']:.0f}",
+        ]
+        if device.startswith("cuda"):
+            row.append(f"{r['peak_gpu_mib']:.0f}")
+        rows.append(row)
+    print()
+    print_table(rows, header)
+    print(
+        "peak RSS: getrusage of the path's own process, load_ruclip included; train peak: "
+        "VmHWM reset after loading (model, optimiser state, activations of the steps)"
+    )
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    ref = results[0]
+    best = max(results[1:], key=lambda r: r["pairs_per_s"])
+    print(f"best vitrina: {best['precision']} ({best['pairs_per_s']:.2f} pairs/s)")
+    print(f"speedup={best['pairs_per_s'] / ref['pairs_per_s']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,507 @@
+"""Pair matching: every input adapter, bad input, splits, and the pipeline (SequentialRunner)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from tests.conftest import REPO, SHARED_DATA
+from vitrina.datasets.embeddings import Embeddings
+from vitrina.datasets.er_magellan import (
+    ErMagellanDataset,
+    find_er_magellan,
+    parse_record,
+    read_er_magellan,
+)
+from vitrina.models.pair_classifier import limit_threads
+from vitrina.pipelines.pair_matching.adapters import (
+    catalogue_pair_data,
+    clean_pairs,
+    competition_pair_data,
+    er_magellan_pair_data,
+    finalise,
+    products_pair_data,
+    split_pairs,
+    vectors_from_column,
+)
+from vitrina.pipelines.pair_matching.nodes import train_pair_matchers
+from vitrina.pipelines.pair_matching.pipeline import configured_source, create_pipeline
+
+FAST = {
+    "threads": 1,
+    "variants": {
+        "text": {"modalities": ["text"]},
+        "text_image_strings": {"modalities": ["text", "image"], "string_fields": ["title"]},
+    },
+    "primary_variant": "text_image_strings",
+    "classifiers": {
+        "mlp": {
+            "type": "mlp",
+            "model": {"hidden_size": 32, "n_layers": 1},
+            "train": {"max_epochs": 8, "patience": 8, "batch_size": 128, "lr": 0.01},
+        },
+        "hist_gbdt": {"type": "hist_gbdt", "params": {"max_iter": 30}},
+    },
+}
+
+
+def params(**overrides) -> dict:
+    base = yaml.safe_load((REPO / "conf/base/parameters_pair_matching.yml").read_text())[
+        "pair_matching"
+    ]
+    return {**base, **FAST, **overrides}
+
+
+def catalogue(n_groups: int = 80, dim: int = 8, seed: int = 0):
+    """Products in colour-variant groups (2-3 per group) and their embeddings."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 4, n_groups)
+    g = np.repeat(np.arange(n_groups), sizes)
+    ids = np.array([f"P{i:05d}" for i in range(len(g))])
+    colours = np.array(["red", "blue", "green", "black"])
+    products = pd.DataFrame(
+        {
+            "product_id": ids,
+            "title": [f"dress model m{x:03d}k {colours[rng.integers(4)]}" for x in g],
+            "description": [f"soft cotton dress {x % 7}" for x in g],
+            "group_id": [f"G{x}" for x in g],
+        }
+    )
+    text = rng.normal(size=(n_groups, dim))[g] + 0.3 * rng.normal(size=(len(g), dim))
+    image = rng.normal(size=(n_groups, dim))[g] + 0.3 * rng.normal(size=(len(g), dim))
+    return products, Embeddings(
+        ids=ids, text=text.astype(np.float32), image=image.astype(np.float32)
+    )
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch/OpenMP thread: spinning thread pools make tests slow on busy shared cores."""
+    with limit_threads(1):
+        yield
+
+
+class KeptDataset(MemoryDataset):
+    """A MemoryDataset the runner cannot release, so intermediate outputs can be checked."""
+
+    def _release(self) -> None:
+        pass
+
+
+def run(pipeline, **data):
+    catalog = DataCatalog({k: MemoryDataset(v) for k, v in data.items()})
+    for name in pipeline.all_outputs():
+        catalog[name] = KeptDataset()
+    SequentialRunner().run(pipeline, catalog)
+    out = {name: catalog[name].load() for name in pipeline.all_outputs()}
+    plt.close("all")  # the plot nodes' figures (MatplotlibDataset would save and close them)
+    return out
+
+
+def reasons(report) -> dict[str, int]:
+    df = report if isinstance(report, pd.DataFrame) else pd.DataFrame(report)
+    return dict(zip(df["reason"], df["count"], strict=True))
+
+
+# ---------------------------------------------------------------------- bad input
+def test_clean_pairs_drops_and_counts_self_and_duplicate_pairs():
+    pairs = pd.DataFrame(
+        {"a": ["x", "x", "y", "z", "y"], "b": ["y", "x", "x", "y", "z"], "t": [1, 0, 0, 1, 1]}
+    )
+    report = []
+    out = clean_pairs(pairs, np.array(["x", "y", "z"]), columns=("a", "b", "t"), report=report)
+    assert out[["left_id", "right_id", "label"]].values.tolist() == [["x", "y", 1], ["z", "y", 1]]
+    r = reasons(report)
+    assert r["self_pairs"] == 1 and r["duplicate_pairs"] == 2
+    assert "1 with conflicting labels" in report[1]["detail"]
+
+
+def test_clean_pairs_names_unknown_ids():
+    pairs = pd.DataFrame(
+        {"left_id": ["a", "b", "q1"], "right_id": ["q2", "a", "q3"], "label": [1, 0, 1]}
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"3 ids in the pairs table have no item or embedding \(e.g. \['q1', 'q2', 'q3'\]\)",
+    ):
+        clean_pairs(pairs, np.array(["a", "b"]))
+    with pytest.raises(ValueError, match="labels must be 0/1"):
+        clean_pairs(
+            pairs.assign(label=[1, 2, 0], right_id=["b", "a", "a"], left_id=["a", "b", "b"]),
+            np.array(["a", "b"]),
+        )
+
+
+def test_vectors_from_column_excludes_nan_and_refuses_mixed_dimensions():
+    table = pd.DataFrame(
+        {
+            "id": [1, 2, 3, 4],
+            "emb": [np.ones(4), np.array([1.0, np.nan, 0, 0]), None, np.zeros(4)],
+        }
+    )
+    ids, x, bad = vectors_from_column(table, "id", "emb")
+    assert ids.tolist() == ["1", "4"] and x.shape == (2, 4) and x.dtype == np.float32 and bad == 2
+    table.loc[3, "emb"] = np.zeros(3)
+    with pytest.raises(ValueError, match=r"mixes dimensions \[3, 4\]"):
+        vectors_from_column(table, "id", "emb")
+
+
+def test_one_class_training_set_is_a_clear_error():
+    products, emb = catalogue(30)
+    data = finalise(catalogue_pair_data(products, emb, params()), params())
+    pairs = data.pairs.assign(label=0)
+    with pytest.raises(ValueError, match="hold only label 0"):
+        train_pair_matchers(data.items, data.embeddings, pairs, params())
+
+
+# ---------------------------------------------------------------------- layout 1
+def test_competition_layout(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 60
+    ids = np.arange(1000, 1000 + n)
+    text = rng.normal(size=(n, 6))
+    image = rng.normal(size=(n, 5))
+    text_items = pd.DataFrame(
+        {"variantid": ids, "name": [f"item {i}" for i in ids], "name_bert_64": list(text)}
+    )
+    text_items.at[3, "name_bert_64"] = np.full(6, np.nan)  # excluded and counted
+    # one vector per picture: the first is used
+    image_items = pd.DataFrame(
+        {"variantid": ids, "main_pic_embeddings_resnet_v1": [[v, v * 0] for v in image]}
+    )
+    pairs = pd.DataFrame(
+        {
+            "variantid1": ids[:40],
+            "variantid2": np.r_[ids[1:40], ids[0]],
+            "target": (np.arange(40) % 3 == 0).astype(int),
+        }
+    )
+    pairs.loc[len(pairs)] = [ids[5], ids[5], 1]  # self-pair
+    pairs.loc[len(pairs)] = [ids[7], ids[6], 0]  # duplicate in the other order
+    # parquet round trip: embedding columns hold arrays, as in the competition files
+    for name, df in {"t": text_items, "i": image_items, "p": pairs}.items():
+        df.to_parquet(tmp_path / f"{name}.parquet")
+    t, i, p = (pd.read_parquet(tmp_path / f"{x}.parquet") for x in "tip")
+    cfg = params()["competition"]
+    data = competition_pair_data(t, i, p, cfg)
+    assert data.embeddings.text.shape == (n - 1, 6) and data.embeddings.image.shape == (n - 1, 5)
+    np.testing.assert_allclose(data.embeddings.image[0], image[0], rtol=1e-6)
+    r = reasons(data.report)
+    assert r["nan_text_embeddings"] == 1 and r["self_pairs"] == 1 and r["duplicate_pairs"] == 1
+    assert r["pairs_with_excluded_item"] == 2  # both pairs touching item 1003
+    assert list(data.items.columns) == ["item_id", "name"]
+    out = finalise(data, params())
+    assert set(out.pairs["split"]) == {"train", "val", "test"}
+
+    bad = t.copy()
+    bad.at[10, "name_bert_64"] = np.zeros(7)
+    with pytest.raises(ValueError, match="mixes dimensions"):
+        competition_pair_data(bad, i, p, cfg)
+    unknown = p.copy()
+    unknown.loc[len(unknown)] = [99999, 1000, 1]
+    with pytest.raises(ValueError, match=r"1 ids in the pairs table have no item .*'99999'"):
+        competition_pair_data(t, i, unknown, cfg)
+
+
+# ---------------------------------------------------------------------- layout 2
+def test_products_layout_and_grouped_split():
+    products, emb = catalogue(60)
+    rng = np.random.default_rng(1)
+    ids = emb.ids
+    pairs = pd.DataFrame(
+        {
+            "left_id": rng.choice(ids, 150),
+            "right_id": rng.choice(ids, 150),
+            "label": rng.integers(0, 2, 150),
+        }
+    )
+    data = products_pair_data(
+        products.iloc[:-1], emb, pairs[~pairs.isin([ids[-1]]).any(axis=1)], params()
+    )
+    assert len(data.embeddings) == len(products) - 1
+    assert (
+        "title" in data.items.columns
+        and data.items["item_id"].tolist() == data.embeddings.ids.tolist()
+    )
+    with pytest.raises(ValueError, match="have no item or embedding"):
+        products_pair_data(products.iloc[:-1], emb, pairs.assign(left_id=ids[-1]), params())
+
+
+def test_split_pairs_never_puts_an_item_on_two_sides():
+    rng = np.random.default_rng(0)
+    # many small components: split by component
+    pairs = pd.DataFrame(
+        {
+            "left_id": [f"a{i}" for i in range(300)],
+            "right_id": [f"b{i % 150}" for i in range(300)],
+            "label": rng.integers(0, 2, 300),
+        }
+    )
+    report = []
+    out = split_pairs(pairs, 0.2, 0.1, seed=0, report=report)
+    assert reasons(report)["cross_split_pairs"] == 0 and len(out) == 300
+    _assert_disjoint(out)
+    assert 0.1 < (out["split"] == "test").mean() < 0.3
+    # one giant component (a chain): items split at random, crossing pairs dropped
+    chain = pd.DataFrame(
+        {
+            "left_id": [f"c{i}" for i in range(400)],
+            "right_id": [f"c{i + 1}" for i in range(400)],
+            "label": rng.integers(0, 2, 400),
+        }
+    )
+    report = []
+    out = split_pairs(chain, 0.2, 0.1, seed=0, report=report)
+    dropped = reasons(report)["cross_split_pairs"]
+    assert dropped > 0 and len(out) == 400 - dropped
+    _assert_disjoint(out)
+
+
+def _assert_disjoint(pairs: pd.DataFrame) -> None:
+    side = pd.concat(
+        [
+            pairs[["left_id", "split"]].set_axis(["id", "split"], axis=1),
+            pairs[["right_id", "split"]].set_axis(["id", "split"], axis=1),
+        ]
+    )
+    assert (side.groupby("id")["split"].nunique() == 1).all()
+
+
+# ---------------------------------------------------------------------- layout 3
+def write_er(tmp_path, n=40):
+    rng = np.random.default_rng(0)
+    lines = {}
+    for split, count in (("train", n), ("valid", n // 2), ("test", n // 2)):
+        rows = []
+        for _i in range(count):
+            k = int(rng.integers(0, 30))
+            match = rng.random() < 0.4
+            j = k if match else (k + 1 + int(rng.integers(0, 28))) % 30
+            left = f"COL title VAL acme widget w{k:03}x deluxe COL price VAL {10 + k}.0 "
+            right = f"COL title VAL widget by acme model w{j:03}x COL price VAL {10 + j}.5 "
+            rows.append(f"{left}\t{right}\t{int(match)}")
+        lines[split] = rows
+        (tmp_path / f"{split}.txt").write_text("\n".join(rows) + "\n")
+    return lines
+
+
+def test_er_magellan_reader_and_adapter(tmp_path):
+    assert parse_record("COL title VAL a b COL price VAL  ") == {"title": "a b", "price": ""}
+    with pytest.raises(ValueError, match="not a 'COL"):
+        parse_record("title: a")
+    write_er(tmp_path)
+    data = read_er_magellan(tmp_path)
+    assert data.attributes == ["title", "price"]
+    assert data.pairs.groupby("split").size().to_dict() == {"test": 20, "train": 40, "val": 20}
+    assert data.items["item_id"].is_unique and set(data.items["side"]) == {"left", "right"}
+    prepared = finalise(
+        er_magellan_pair_data(data, {"lsa": {"n_components": 8, "exclude_fields": ["price"]}}), {}
+    )
+    assert prepared.embeddings.text.shape == (len(data.items), 8)
+    assert prepared.embeddings.image.shape == (len(data.items), 0)
+    ds = ErMagellanDataset(str(tmp_path))
+    assert ds.load().pairs.equals(data.pairs) and ds.preview()["data"][0][0] == "train"
+    (tmp_path / "test.txt").write_text("only one field\n")
+    with pytest.raises(ValueError, match=r"test.txt:1: expected"):
+        read_er_magellan(tmp_path)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(
+    not (SHARED_DATA / "er_magellan").is_dir(), reason="../shared/data/er_magellan not found"
+)
+def test_er_magellan_shared_data_reads():
+    folders = find_er_magellan(SHARED_DATA / "er_magellan")
+    assert {f.name for f in folders} == {"Abt-Buy", "Walmart-Amazon"} and len(folders) == 3
+    abt = read_er_magellan(SHARED_DATA / "er_magellan/Textual/Abt-Buy")
+    sizes = abt.pairs.groupby("split")["label"].agg(["size", "sum"])
+    assert sizes.loc["train"].tolist() == [5743, 616] and sizes.loc["test"].tolist() == [1916, 206]
+
+
+# ---------------------------------------------------------------------- layout 4
+def test_catalogue_pairs_from_groups():
+    products, emb = catalogue(120)
+    p = params()
+    data = finalise(catalogue_pair_data(products, emb, p), p)
+    pairs, items = data.pairs, data.items.set_index("item_id")
+    _assert_disjoint(pairs)
+    same = (
+        items.loc[pairs["left_id"], "group_id"].to_numpy()
+        == items.loc[pairs["right_id"], "group_id"].to_numpy()
+    )
+    assert (same == pairs["label"].astype(bool)).all()  # 1 exactly when group_id is shared
+    n_true = sum(k * (k - 1) // 2 for k in products["group_id"].value_counts())
+    assert pairs["label"].sum() == n_true  # every same-group pair (groups are small)
+    assert (pairs["left_id"] < pairs["right_id"]).all() and not pairs.duplicated(
+        ["left_id", "right_id"]
+    ).any()
+    assert set(pairs["split"]) == {"train", "val", "test"}
+
+
+def test_configured_source_reads_parameters(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "er").mkdir()
+    (tmp_path / "base/parameters_pair_matching.yml").write_text(
+        "pair_matching: {source: catalogue}\n"
+    )
+    (tmp_path / "er/parameters_pair_matching.yml").write_text(
+        "pair_matching: {source: er_magellan}\n"
+    )
+    assert configured_source(tmp_path, "base") == "catalogue"
+    assert configured_source(tmp_path, "er") == "er_magellan"
+    assert configured_source(tmp_path, "missing_env") == "catalogue"
+    (tmp_path / "er/parameters_pair_matching.yml").write_text("pair_matching: {source: csv}\n")
+    with pytest.raises(ValueError, match="must be one of"):
+        configured_source(tmp_path, "er")
+
+
+# ---------------------------------------------------------------------- pipeline
+def test_catalogue_pipeline_end_to_end():
+    products, emb = catalogue(150)
+    p = params(candidates={**params()["candidates"], "k": 5})
+    pipeline = create_pipeline(source="catalogue")
+    out = run(
+        pipeline, products=products, pair_matching_embeddings=emb, **{"params:pair_matching": p}
+    )
+    metrics = out["pair_matching_metrics"]
+    assert set(metrics["variant"]) == {"text", "text_image_strings"}
+    assert set(metrics["classifier"]) == {"mlp", "hist_gbdt"} and metrics["selected"].sum() == 1
+    assert (
+        metrics[["accuracy", "precision", "recall", "f1", "pr_auc"]]
+        .apply(lambda c: c.between(0, 1))
+        .all()
+        .all()
+    )
+    primary = metrics[metrics["variant"] == "text_image_strings"]
+    assert primary["f1"].max() > 0.8, metrics  # the synthetic groups are easy
+    matcher = out["pair_matcher"]
+    assert matcher.info["variant"] == "text_image_strings" and 0 < matcher.threshold < 1
+    recall = out["pair_candidate_recall"].set_index("scope")
+    assert recall.loc["group_id", "recall"] > 0.9
+    groups = out["match_groups"]
+    assert len(groups) == len(emb) and groups["group_size"].max() >= 2
+    matched = out["matched_pairs"]
+    assert (matched["score"] >= matcher.threshold).all()
+    assert {
+        "pair_matching_pr_curve",
+        "pair_matching_loss_curve",
+        "pair_matching_metrics_chart",
+    } <= set(out)
+    assert "# Pair matching summary" in out["pair_matching_summary"]
+    mlflow_metrics = out["pair_matching_mlflow_metrics"]
+    assert (
+        "text_image_strings.mlp.f1" in mlflow_metrics
+        and "candidates.recall.group_id" in mlflow_metrics
+    )
+    history = out["pair_training_history"]
+    assert set(history["classifier"]) == {"mlp"} and len(history) >= 2
+
+
+def test_er_magellan_pipeline_uses_its_splits(tmp_path):
+    write_er(tmp_path, n=80)
+    p = params(
+        source="er_magellan",
+        lsa={"n_components": 8},
+        variants={
+            "text_strings": {
+                "modalities": ["text"],
+                "string_fields": "auto",  # every attribute but price: title
+                "numeric_fields": ["price"],
+            }
+        },
+        primary_variant="text_strings",
+        candidates={**params()["candidates"], "k": 3, "modality": "text"},
+    )
+    pipeline = create_pipeline(source="er_magellan")
+    out = run(
+        pipeline, pair_matching_source=read_er_magellan(tmp_path), **{"params:pair_matching": p}
+    )
+    assert out["pair_splits"].groupby("split").size().to_dict() == {
+        "test": 40,
+        "train": 80,
+        "val": 40,
+    }
+    assert out["pair_matching_metrics"]["f1"].max() > 0.6
+    names = out["pair_matcher"].builder.feature_names
+    assert "title.jaccard" in names and "price.ratio" in names and "side.jaccard" not in names
+    with pytest.raises(Exception, match="pipeline was built for 'catalogue'"):
+        products, emb = catalogue(30)
+        run(
+            create_pipeline(source="catalogue"),
+            products=products,
+            pair_matching_embeddings=emb,
+            **{"params:pair_matching": p},
+        )
+
+
+def test_cli_env_reads_kedro_run_command_lines():
+    from vitrina.pipelines.pair_matching.pipeline import cli_env
+
+    assert cli_env(["/x/.venv/bin/kedro", "run", "--env=hm", "--pipeline=p"]) == "hm"
+    assert cli_env(["kedro", "run", "-e", "er_magellan"]) == "er_magellan"
+    assert cli_env(["kedro", "run", "--pipeline=p"]) is None
+    assert cli_env(["pytest", "--env=hm"]) is None
+
+
+def test_competition_and_pairs_pipelines_end_to_end(tmp_path):
+    products, emb = catalogue(120, seed=3)
+    rng = np.random.default_rng(3)
+    ids = products["product_id"].to_numpy()
+    groups = products["group_id"].to_numpy()
+    pos = [
+        (a, b)
+        for g in np.unique(groups)
+        for a, b in zip(ids[groups == g][:-1], ids[groups == g][1:], strict=True)
+    ]
+    neg = [
+        (a, b)
+        for a, b in zip(rng.choice(ids, 3 * len(pos)), rng.choice(ids, 3 * len(pos)), strict=True)
+    ]
+    pairs = pd.DataFrame(pos + neg, columns=["left_id", "right_id"])
+    pairs["label"] = (
+        groups[pd.Index(ids).get_indexer(pairs["left_id"])]
+        == groups[pd.Index(ids).get_indexer(pairs["right_id"])]
+    ).astype(int)
+    p = params(
+        variants={
+            "text_image_strings": {"modalities": ["text", "image"], "string_fields": ["name"]}
+        },
+        candidates={**params()["candidates"], "k": 3},
+    )
+    # layout 1: parquet tables with array columns, seed column names
+    text_items = pd.DataFrame(
+        {"variantid": ids, "name": products["title"], "name_bert_64": list(emb.text)}
+    )
+    image_items = pd.DataFrame(
+        {"variantid": ids, "main_pic_embeddings_resnet_v1": [[v] for v in emb.image]}
+    )
+    seed_pairs = pairs.rename(
+        columns={"left_id": "variantid1", "right_id": "variantid2", "label": "target"}
+    )
+    for name, df in {"t": text_items, "i": image_items, "p": seed_pairs}.items():
+        df.to_parquet(tmp_path / f"{name}.parquet")
+    out = run(
+        create_pipeline(source="competition"),
+        pair_matching_text_items=pd.read_parquet(tmp_path / "t.parquet"),
+        pair_matching_image_items=pd.read_parquet(tmp_path / "i.parquet"),
+        pair_matching_pairs=pd.read_parquet(tmp_path / "p.parquet"),
+        **{"params:pair_matching": {**p, "source": "competition"}},
+    )
+    _assert_disjoint(out["pair_splits"])
+    assert out["pair_matching_metrics"]["f1"].max() > 0.8
+    # layout 2: products + embeddings + pairs
+    out = run(
+        create_pipeline(source="pairs"),
+        products=products.rename(columns={"title": "name"}),
+        pair_matching_embeddings=emb,
+        pair_matching_pairs=pairs,
+        **{"params:pair_matching": {**p, "source": "pairs"}},
+    )
+    _assert_disjoint(out["pair_splits"])
+    assert out["pair_matching_metrics"]["f1"].max() > 0.8
+    assert len(out["match_groups"]) == len(products)
