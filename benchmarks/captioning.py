@@ -6,8 +6,9 @@ CPU (AMD Ryzen 7 5700U, ``torch.profiler``). This script builds a captioner with
 architecture and random weights, saves it as a captioner directory (in a child process,
 so building it does not count), then in this process:
 
-1. loads it once the way inference does (``load_captioner``, ``precision=auto``: bf16
-   weights where the CPU has bf16 instructions);
+1. loads it once the way inference does (``load_captioner``, ``precision=auto``: on a
+   CPU with bf16 instructions a bf16 encoder and a weight-only int8 decoder; ``--precision
+   bf16`` for bf16 throughout);
 2. captions ``--n`` images one at a time (batch 1, greedy, exactly ``--new-tokens`` new
    tokens, key-value cache, ``torch.inference_mode``), preprocessing included, after one
    warm-up image: seconds per image is the median;
@@ -134,15 +135,24 @@ def main() -> None:
 
         import torch
 
-        from vitrina.models.captioner import cpu_supports_bf16, load_captioner, resolve_threads
+        from vitrina.models.captioner import (
+            Int8Linear,
+            cpu_supports_bf16,
+            load_captioner,
+            resolve_threads,
+        )
 
         resolve_threads(int(args.threads) if str(args.threads).isdigit() else args.threads)
         start = time.perf_counter()
         captioner = load_captioner(model_dir, device="cpu", precision=args.precision)
         load_s = time.perf_counter() - start
-        sizes = sum(p.numel() for p in captioner.model.parameters())
+        floats = sum(p.numel() for p in captioner.model.parameters())
+        packed = sum(
+            m.weight.numel() for m in captioner.model.modules() if isinstance(m, Int8Linear)
+        )
         print(
-            f"loaded {sizes / 1e6:.1f}M parameters as {str(captioner.dtype).replace('torch.', '')} "
+            f"loaded {floats / 1e6:.1f}M {str(captioner.dtype).replace('torch.', '')} weights"
+            f"{f' + {packed / 1e6:.1f}M int8 (decoder; the LM head is an int8 copy of the tied embeddings)' if packed else ''} "
             f"in {load_s:.1f} s (CPU bf16 instructions: {cpu_supports_bf16()}, "
             f"torch threads: {torch.get_num_threads()}, cores: {os.cpu_count()}, "
             f"load average: {os.getloadavg()[0]:.1f})"

@@ -16,10 +16,16 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipeline is the main job, ingestion → image_processing → clip_finetune → embeddings
     (base and fine-tuned models among the others) → probing.
 
+    ``embeddings`` embeds the fine-tuned model too, so it includes the ``clip_finetune``
+    nodes that write it: ``kedro run --pipeline=embeddings`` stays self-contained (a
+    finished fine-tuning run is picked up from its checkpoint, not trained again).
+
     Returns:
         A mapping from pipeline names to ``Pipeline`` objects.
     """
     pipelines = find_pipelines(raise_errors=True)
+    if "clip_finetune" in pipelines and "embeddings" in pipelines:
+        pipelines["embeddings"] = pipelines["clip_finetune"] + pipelines["embeddings"]
     pipelines["__default__"] = sum(
         (pipelines[name] for name in MAIN_JOB if name in pipelines), Pipeline([])
     )

@@ -100,7 +100,7 @@ def test_config_validation_names_the_problem():
         resolve_pretrained("distilgpt2-not-here")
     assert resolve_dtype("fp32", "cpu") == torch.float32
     with pytest.raises(ValueError, match="precision must be one of"):
-        resolve_dtype("int8", "cpu")
+        resolve_dtype("int4", "cpu")
 
 
 def test_forward_shapes_and_truncated_targets(tiny):
@@ -272,3 +272,30 @@ def test_bag_of_words_targets_weight_rare_tokens():
         False,
     ]
     assert idf[2] == 0 and idf[3] < idf[4] == idf[5]
+
+
+def test_int8_decoder_matches_bf16_and_is_inference_only(tiny, images, tmp_path, monkeypatch):
+    from vitrina.models import captioner as module
+
+    layer = torch.nn.Linear(32, 5)
+    quantised = module.Int8Linear(layer.weight, layer.bias)
+    x = torch.randn(3, 32)
+    torch.testing.assert_close(quantised(x).float(), layer(x), atol=0.05, rtol=0.05)
+    with pytest.raises(ValueError, match="divisible by 16"):
+        module.Int8Linear(torch.randn(4, 24), None)
+
+    path = tiny.save(tmp_path / "captioner")
+    int8 = load_captioner(path, precision="int8")
+    assert sum(isinstance(m, module.Int8Linear) for m in int8.model.modules()) > 0
+    pixels = tiny.pixel_values([Image.open(p).convert("RGB") for p in images])
+    assert len(int8.generate(pixels, "beam")) == 3
+    with pytest.raises(ValueError, match="inference only"):
+        int8.save(tmp_path / "again")
+    with pytest.raises(ValueError, match="stays int8"):
+        int8.to("cpu", "fp32")
+
+    monkeypatch.setattr(module, "cpu_supports_bf16", lambda: True)
+    assert module.resolve_precision("auto", "cpu") == "int8"
+    monkeypatch.setattr(module, "cpu_supports_bf16", lambda: False)
+    assert module.resolve_precision("auto", "cpu") == "fp32"
+    assert module.resolve_precision("bf16", "cpu") == "bf16"

@@ -279,6 +279,8 @@ def test_inference_inputs_validation(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "one.PNG")
     images = list_images({**params, "inputs": [str(tmp_path / "empty"), str(tmp_path)]})
     assert images["path"].str.endswith("one.PNG").tolist() == [True]
+    several = list_images({**params, "inputs": f"{tmp_path / 'one.PNG'}; {tmp_path / 'x.jpg'}"})
+    assert [p.split("/")[-1] for p in several["path"]] == ["one.PNG", "x.jpg"]
 
 
 def test_catalogue_declares_every_captioning_dataset():

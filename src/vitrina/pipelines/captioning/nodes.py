@@ -287,7 +287,7 @@ def caption_test_split(
             "captioning: %d test images captioned (%s, %s) in %.1f s (%.3f s/image)",
             len(test),
             decoding,
-            str(captioner.dtype).replace("torch.", ""),
+            captioner.precision,
             seconds,
             seconds / max(len(test), 1),
         )

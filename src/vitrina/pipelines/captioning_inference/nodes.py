@@ -21,7 +21,8 @@ DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", 
 def list_images(params: dict[str, Any]) -> pd.DataFrame:
     """The image files named by ``captioning_inference.inputs``.
 
-    ``inputs`` is one path or a list; each is an image file or a folder (its files with
+    ``inputs`` is a path, several separated by ``;`` (``kedro run --params`` splits on
+    commas, so it cannot pass a list), or a list; each is an image file or a folder (its files with
     one of ``extensions``, sorted; sub-folders too with ``recursive``). A named file is
     kept even when it does not exist or is not an image: captioning reports it in the
     CSV instead of stopping. A folder without images is logged and skipped.
@@ -40,8 +41,10 @@ def list_images(params: dict[str, Any]) -> pd.DataFrame:
     inputs = params.get("inputs")
     if inputs is None or (isinstance(inputs, str) and not inputs.strip()):
         inputs = []
-    if isinstance(inputs, str | Path):
+    if isinstance(inputs, Path):
         inputs = [inputs]
+    if isinstance(inputs, str):  # `--params` cannot hold a list (commas split it): use ';'
+        inputs = [part.strip() for part in inputs.split(";") if part.strip()]
     if not inputs:
         raise ValueError(
             "captioning_inference.inputs is empty: name image files or folders, e.g. "
@@ -118,7 +121,7 @@ def caption_images(
         seconds,
         seconds / max(len(out), 1),
         params.get("decoding", "greedy"),
-        str(captioner.dtype).replace("torch.", ""),
+        captioner.precision,
         f"; {n_bad} could not be read (see the error column)" if n_bad else "",
     )
     return out
