@@ -70,11 +70,15 @@ def kedro_project(tmp_path, monkeypatch):
     return root
 
 
-def kedro_cli(project: Path, *args: str, timeout: int = 600) -> str:
+def kedro_cli(project: Path, *args: str, timeout: int = 600, expect_failure: bool = False) -> str:
     """Run ``kedro <args>`` in ``project`` as a user would; return its output.
 
+    Args:
+        expect_failure: the command must exit non-zero (its output is returned for the
+            test to check the error message).
+
     Raises:
-        AssertionError: non-zero exit, with the end of the output.
+        AssertionError: an exit status other than expected, with the end of the output.
     """
     import os
     import subprocess
@@ -95,5 +99,10 @@ def kedro_cli(project: Path, *args: str, timeout: int = 600) -> str:
         env=env,
     )
     output = result.stdout + result.stderr
-    assert result.returncode == 0, f"kedro {' '.join(args)} failed:\n{output[-4000:]}"
+    if expect_failure:
+        assert result.returncode != 0, (
+            f"kedro {' '.join(args)} should have failed:\n{output[-4000:]}"
+        )
+    else:
+        assert result.returncode == 0, f"kedro {' '.join(args)} failed:\n{output[-4000:]}"
     return output

@@ -47,8 +47,18 @@ def test_tuning_twice_continues_the_study_and_writes_reports(kedro_project):
 
 
 def test_bad_target_fails_before_any_trial(kedro_project):
-    with pytest.raises(
-        Exception, match="Unknown tuning target 'nope'; valid targets: probing_logreg, probing_mlp"
-    ):
-        run(kedro_project, "tuning", {"tuning": {"target": "nope"}})
+    # Through the CLI, as a user meets it: the error names the valid targets, and no
+    # study storage is created.
+    output = kedro_cli(
+        kedro_project,
+        "run",
+        "--pipeline=tuning",
+        "--env=test",
+        "--params=tuning.target=nope",
+        expect_failure=True,
+    )
+    assert (
+        "Unknown tuning target 'nope'; valid targets: captioning, clip_finetune, "
+        "pair_classifier, probing_logreg, probing_mlp"
+    ) in " ".join(output.split())
     assert not (kedro_project / "data/06_models/test/optuna.db").exists()

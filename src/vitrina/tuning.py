@@ -325,9 +325,30 @@ def run_study(
     return study
 
 
+def merge_dotted(node: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Set ``values`` in ``node`` (in place), a dotted name going into nested blocks.
+
+    ``merge_dotted({"train": {"lr": 1}}, {"train.lr": 2, "model.hidden_size": 64})`` →
+    ``{"train": {"lr": 2}, "model": {"hidden_size": 64}}``. Search spaces name a parameter
+    that sits deeper than the target's ``params_path`` this way (``train.lr``).
+    """
+    for name, value in values.items():
+        *parents, leaf = str(name).split(".")
+        target = node
+        for key in parents:
+            if not isinstance(target.get(key), dict):
+                target[key] = {}
+            target = target[key]
+        target[leaf] = value
+    return node
+
+
 def nest(path: tuple[str, ...] | list[str], values: dict[str, Any]) -> dict[str, Any]:
-    """``nest(("probing", "probes", "mlp"), {"alpha": 1})`` → ``{"probing": {"probes": {"mlp": {"alpha": 1}}}}``."""
-    out: dict[str, Any] = dict(values)
+    """``nest(("probing", "probes", "mlp"), {"alpha": 1})`` → ``{"probing": {"probes": {"mlp": {"alpha": 1}}}}``.
+
+    Dotted names nest further (:func:`merge_dotted`).
+    """
+    out: dict[str, Any] = merge_dotted({}, values)
     for key in reversed(list(path)):
         out = {key: out}
     return out
@@ -344,7 +365,9 @@ def best_params_yaml(
     With ``step_parameters`` (the step's whole top-level block, e.g. all of ``probing``),
     the tuned values are merged into a copy of it, so the snippet can replace the
     environment's ``parameters_<pipeline>.yml`` as it is (Kedro replaces top-level keys
-    per environment); without, only the tuned values are nested under ``path``.
+    per environment); without, only the tuned values are nested under ``path``. A dotted
+    parameter name (``train.lr`` under ``("pair_matching", "classifiers", "mlp")``) goes
+    into the nested block it names.
 
     Raises:
         ValueError: the study has no completed trial.
@@ -364,8 +387,10 @@ def best_params_yaml(
         block = copy.deepcopy(dict(step_parameters))
         node = block
         for key in path[1:]:
-            node = node.setdefault(key, {})
-        node.update(params)
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        merge_dotted(node, params)
         doc = {path[0]: block}
     body = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
     return (header + body) if header else body

@@ -104,6 +104,7 @@ class KeptDataset(MemoryDataset):
 
 
 def run(pipeline, **data):
+    data.setdefault("params:mlflow", {"register_models": False})
     catalog = DataCatalog({k: MemoryDataset(v) for k, v in data.items()})
     for name in pipeline.all_outputs():
         catalog[name] = KeptDataset()
@@ -119,6 +120,7 @@ def test_pipeline_fine_tunes_and_reports_retrieval_before_and_after(catalogue):
         "image_manifest",
         "tiny.checkpoint",
         "params:clip_finetune",
+        "params:mlflow",
     }
     out = run(
         pipeline,
@@ -130,6 +132,7 @@ def test_pipeline_fine_tunes_and_reports_retrieval_before_and_after(catalogue):
         "clip_finetune.retrieval_report",
         "clip_finetune.summary",
         "clip_finetune.mlflow_metrics",
+        "clip_finetune.model_registration",
     }
     assert {"tiny_finetuned.checkpoint", "clip_finetune.history", "clip_finetune.pairs"} <= set(out)
     assert isinstance(out["tiny_finetuned.checkpoint"], RuClipBundle)
@@ -150,6 +153,7 @@ def test_pipeline_fine_tunes_and_reports_retrieval_before_and_after(catalogue):
     assert r10["finetuned"].mean() > r10["base"].mean()
     assert "| text→image | recall@10 |" in out["clip_finetune.summary"]
     assert "finetuned.t2i_recall_10" in out["clip_finetune.mlflow_metrics"]
+    assert out["clip_finetune.model_registration"]["registered"] is False  # off by default
 
     hub = finetune_pipeline(
         "clip", "clip_ft", {"type": "hf_clip", "checkpoint": "openai/clip-vit-base-patch32"}

@@ -94,6 +94,7 @@ class KeptDataset(MemoryDataset):
 
 
 def run(pipeline, **data):
+    data.setdefault("params:mlflow", {"register_models": False})
     catalog = DataCatalog({k: MemoryDataset(v) for k, v in data.items()})
     for name in pipeline.all_outputs():
         catalog[name] = KeptDataset()
@@ -400,6 +401,7 @@ def test_catalogue_pipeline_end_to_end():
     )
     history = out["pair_training_history"]
     assert set(history["classifier"]) == {"mlp"} and len(history) >= 2
+    assert out["pair_matcher_registration"]["registered"] is False  # off by default
 
 
 def test_er_magellan_pipeline_uses_its_splits(tmp_path):

@@ -7,11 +7,13 @@ import optuna
 import pytest
 import yaml
 
+from tests.conftest import REPO
 from vitrina.pipelines.tuning.nodes import TARGETS, plan_tuning
 from vitrina.tuning import (
     SearchSpaceError,
     TuningStorageError,
     best_params_yaml,
+    merge_dotted,
     open_storage,
     parse_space,
     run_study,
@@ -163,3 +165,122 @@ def test_best_params_yaml_has_the_steps_shape(tmp_path):
         "C": "sweep"
     }
     assert step["probes"]["mlp"]["alpha"] == 0.5  # the input was not modified
+
+
+def test_every_target_is_configured_in_base_and_its_space_is_valid():
+    tuning = yaml.safe_load((REPO / "conf/base/parameters_tuning.yml").read_text())["tuning"]
+    assert (
+        set(tuning["targets"])
+        == set(TARGETS)
+        == {
+            "probing_mlp",
+            "probing_logreg",
+            "pair_classifier",
+            "clip_finetune",
+            "captioning",
+        }
+    )
+    paths = {name: plan_tuning({**tuning, "target": name})["params_path"] for name in TARGETS}
+    assert paths["pair_classifier"] == ("pair_matching", "classifiers", "mlp")
+    assert paths["clip_finetune"] == ("clip_finetune", "train")
+    assert paths["captioning"] == ("captioning", "training")
+    with pytest.raises(
+        ValueError,
+        match="valid targets: captioning, clip_finetune, pair_classifier, probing_logreg, "
+        "probing_mlp$",
+    ):
+        plan_tuning({**tuning, "target": "nope"})
+    # the space names parameters of the step: a typo fails before any trial
+    bad = {**tuning["targets"]["pair_classifier"], "space": {"train.lrr": SPACE["alpha"]}}
+    with pytest.raises(SearchSpaceError, match="unknown parameter 'train.lrr'"):
+        plan_tuning({**tuning, "target": "pair_classifier", "targets": {"pair_classifier": bad}})
+    other = {**tuning["targets"]["pair_classifier"], "classifier": "mlp2"}
+    plan = plan_tuning(
+        {**tuning, "target": "pair_classifier", "targets": {"pair_classifier": other}}
+    )
+    assert plan["params_path"] == ("pair_matching", "classifiers", "mlp2")
+
+
+def test_defaults_of_the_steps_lie_in_the_base_search_spaces():
+    """The first trial of a new study is the step's own settings: only when they fit."""
+    from vitrina.models.captioner_training import TrainingConfig
+    from vitrina.models.clip_training import TrainConfig
+
+    def load(name):
+        return yaml.safe_load((REPO / f"conf/base/parameters_{name}.yml").read_text())[name]
+
+    targets = load("tuning")["targets"]
+    steps = {
+        "pair_classifier": {
+            f"{block}.{k}": v
+            for block in ("model", "train")
+            for k, v in load("pair_matching")["classifiers"]["mlp"][block].items()
+        },
+        "clip_finetune": TrainConfig.from_dict(load("clip_finetune")["train"]).to_dict(),
+        "captioning": vars(TrainingConfig.from_params(load("captioning")["training"])),
+    }
+    for name, values in steps.items():
+        for spec in parse_space(targets[name]["space"]):
+            assert spec.name in values and spec.contains(values[spec.name]), (name, spec.name)
+
+
+def test_dotted_names_nest_into_the_steps_blocks():
+    assert merge_dotted({"train": {"lr": 1, "patience": 5}}, {"train.lr": 2, "model.n": 3}) == {
+        "train": {"lr": 2, "patience": 5},
+        "model": {"n": 3},
+    }
+    specs = parse_space(
+        {
+            "model.hidden_size": {"type": "categorical", "choices": [16, 32]},
+            "train.lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True},
+        }
+    )
+    study = run_study(
+        lambda p, r: p["train.lr"] + p["model.hidden_size"],
+        specs,
+        study_name="d",
+        storage=None,
+        n_trials=3,
+        log_to_mlflow=False,
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
+    step = {"classifiers": {"mlp": {"type": "mlp", "train": {"lr": 9, "patience": 5}}}}
+    doc = yaml.safe_load(best_params_yaml(study, ("pair_matching", "classifiers", "mlp"), step))
+    mlp = doc["pair_matching"]["classifiers"]["mlp"]
+    assert mlp["train"] == {"lr": study.best_params["train.lr"], "patience": 5}
+    assert mlp["model"] == {"hidden_size": study.best_params["model.hidden_size"]}
+    assert mlp["type"] == "mlp" and step["classifiers"]["mlp"]["train"]["lr"] == 9
+    bare = yaml.safe_load(best_params_yaml(study, ("pair_matching", "classifiers", "mlp")))
+    assert bare["pair_matching"]["classifiers"]["mlp"]["model"] == mlp["model"]
+
+
+def test_a_swept_logreg_default_is_scored_on_the_validation_split(tmp_path):
+    """The logreg probe's ``C: sweep`` cannot be a trial; its validation score is the
+    baseline the gain of tuning is measured against (a different C scores differently)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+
+    from tests.pipelines.test_probing import PARAMS, catalogue, embeddings_for
+    from vitrina.datasets.embeddings import EmbeddingsDataset
+    from vitrina.pipelines.tuning.targets import ProbingTarget
+
+    products = catalogue()
+    manifest = products[["product_id"]]
+    EmbeddingsDataset(str(tmp_path / "m.npz")).save(embeddings_for(products))
+    parameters = {"probing": {**PARAMS, "probes": {"logreg": {"C": "sweep"}, "mlp": {}}}}
+    config = {"task": "male_female", "model": "m", "modality": "text+image"}
+    logreg = ProbingTarget("logreg", config, parameters, products, manifest, str(tmp_path))
+    assert "C" not in logreg.defaults()  # the sweep is no point of the space: no trial 0
+    swept = logreg.default_value()
+    assert 0.5 < swept <= 1.0  # gender is planted in the embeddings
+
+    # Scored on the same validation part as the trials: an over-regularised probe, fitted
+    # like a trial on the training part, scores lower than the sweep's choice.
+    fit = logreg.train & ~logreg.val
+    weak = LogisticRegression(C=1e-6).fit(logreg.scaler.transform(logreg.x[fit]), logreg.y[fit])
+    weak_f1 = f1_score(
+        logreg.y[logreg.val],
+        weak.predict(logreg.scaler.transform(logreg.x[logreg.val])),
+        average="macro",
+    )
+    assert weak_f1 < swept

@@ -424,6 +424,7 @@ def train_captioner_model(
     val_ids: Sequence[str] | None = None,
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainingResult:
     """Train ``captioner`` on image files and their descriptions; keep the best epoch.
 
@@ -437,6 +438,10 @@ def train_captioner_model(
         progress: tqdm bars (``disable=None``: shown on a terminal only).
         on_step: called with the global step after each optimiser step (and after any
             checkpoint of that step); tests use it to interrupt a run.
+        on_epoch: called after every captioning epoch (once its state is written) with its
+            history row (:data:`HISTORY_COLUMNS`: ``epoch``, ``val_loss``, ...); an
+            exception it raises stops training and propagates (how Optuna prunes a trial;
+            with a ``checkpoint_dir`` the run can still be resumed).
 
     Returns:
         :class:`TrainingResult` with the best epoch's captioner on the CPU in fp32.
@@ -768,6 +773,8 @@ def train_captioner_model(
         )
         state["finished"] = state["epoch"] >= config.epochs
         save_state()
+        if on_epoch is not None:
+            on_epoch(dict(row))
 
     seconds = time.perf_counter() - start
     if ckpt_dir is not None and (ckpt_dir / BEST_DIR).is_dir():

@@ -27,7 +27,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -698,9 +698,20 @@ class MLPPairEstimator:
         self.train_config = TrainConfig(**(train or {}))
 
     def fit(
-        self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        x_val: np.ndarray,
+        y_val: np.ndarray,
+        on_epoch: Callable[[dict[str, float], np.ndarray], None] | None = None,
     ) -> MLPPairEstimator:
         """Train on ``x [N, F]``, ``y [N]`` with early stopping on ``x_val``, ``y_val``.
+
+        Args:
+            on_epoch: called after every epoch with its history row (``epoch``,
+                ``train_loss``, ``val_loss``, ``val_pr_auc``) and the validation match
+                probabilities ``float32 [N_val]`` of that epoch's weights; an exception it
+                raises stops training and propagates (how Optuna prunes a trial).
 
         Raises:
             ValueError: one class only in ``y``.
@@ -758,6 +769,12 @@ class MLPPairEstimator:
             bar.set_postfix(
                 train_loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}", val_ap=f"{val_ap:.3f}"
             )
+            if on_epoch is not None:
+                try:
+                    on_epoch(dict(rows[-1]), val_scores)
+                except BaseException:
+                    bar.close()
+                    raise
             score = val_ap if cfg.monitor == "pr_auc" and not math.isnan(val_ap) else -val_loss
             if score > best:
                 best, best_epoch = score, epoch

@@ -156,6 +156,27 @@ def _split(splits: pd.DataFrame, name: str) -> pd.DataFrame:
     return splits[splits["split"] == name].reset_index(drop=True)
 
 
+def fit_on_splits(
+    captioner: Captioner, splits: pd.DataFrame, config: TrainingConfig, **kwargs: Any
+) -> Any:
+    """:func:`~vitrina.models.captioner_training.train_captioner_model` on the ``train``
+    and ``validation`` rows of ``splits`` (``processed_path``, ``description``,
+    ``product_id``); ``kwargs`` go to it (``progress``, ``on_epoch``). Shared by the
+    step and the tuning target, so both train on exactly the same data."""
+    train, val = _split(splits, "train"), _split(splits, "validation")
+    return train_captioner_model(
+        captioner,
+        train["processed_path"].tolist(),
+        train["description"].tolist(),
+        val["processed_path"].tolist(),
+        val["description"].tolist(),
+        config,
+        train_ids=train["product_id"].astype(str).tolist(),
+        val_ids=val["product_id"].astype(str).tolist(),
+        **kwargs,
+    )
+
+
 def build_initial_captioner(splits: pd.DataFrame, params: dict[str, Any]) -> Captioner:
     """The configured captioner (``captioning.model``) before training.
 
@@ -192,17 +213,7 @@ def train_captioner(
         ``n_truncated``).
     """
     config = TrainingConfig.from_params(params.get("training") or {})
-    train, val = _split(splits, "train"), _split(splits, "validation")
-    result = train_captioner_model(
-        captioner,
-        train["processed_path"].tolist(),
-        train["description"].tolist(),
-        val["processed_path"].tolist(),
-        val["description"].tolist(),
-        config,
-        train_ids=train["product_id"].astype(str).tolist(),
-        val_ids=val["product_id"].astype(str).tolist(),
-    )
+    result = fit_on_splits(captioner, splits, config)
     # Decoding defaults saved with the model follow the current parameters (they do not
     # change training, so a finished training state is reused when only they change).
     result.captioner.meta["generation"] = dict(params.get("generation") or {})

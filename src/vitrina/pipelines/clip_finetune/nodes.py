@@ -414,3 +414,24 @@ def report_retrieval(
             if key != "n" and not key.startswith("chance_") and math.isfinite(value):
                 mlflow_metrics[f"{stage}.{key}"] = {"value": float(value), "step": 0}
     return report, "\n".join(lines), mlflow_metrics
+
+
+def register_finetuned_clip(bundle: Any, mlflow_params: dict[str, Any]) -> dict[str, Any]:
+    """Log the fine-tuned CLIP as an MLflow model and register it (``<prefix>-clip``).
+
+    Only with ``mlflow.register_models: true``; see :mod:`vitrina.registry` (a ``pyfunc``
+    returning text / image embeddings, logged in the active MLflow run, one registry
+    version per run).
+
+    Args:
+        bundle: the fine-tuned bundle (output of :func:`finetune_clip`).
+        mlflow_params: the ``mlflow`` parameters (``register_models``,
+            ``model_name_prefix``).
+
+    Returns:
+        ``{"registered", "name", "version", "model_uri", "run_id"}`` (``registered``
+        false and no version when registration is off).
+    """
+    from vitrina.registry import register_clip
+
+    return register_clip(bundle, mlflow_params)

@@ -13,6 +13,7 @@ from .nodes import (
     finetune_clip,
     load_base_model,
     make_finetune_pairs,
+    register_finetuned_clip,
     report_retrieval,
     split_finetune_pairs,
 )
@@ -26,11 +27,13 @@ def base_from_catalogue(spec: dict[str, Any]) -> bool:
 def finetune_pipeline(base: str, output: str, base_spec: dict[str, Any]) -> Pipeline:
     """Fine-tune ``base`` (an ``embeddings.models`` name) into ``<output>.checkpoint``.
 
-    Namespace ``clip_finetune``: free inputs ``products``, ``image_manifest`` and the base
-    model (``<base>.checkpoint`` from the catalogue for a tiny / catalogue model, else
-    loaded from its hub id or path, ``clip_finetune.base_checkpoint``); outputs
-    ``<output>.checkpoint`` plus ``clip_finetune.{pairs, history, base_retrieval,
-    finetuned_retrieval, retrieval_report, summary, mlflow_metrics}``.
+    Namespace ``clip_finetune``: free inputs ``products``, ``image_manifest``,
+    ``params:mlflow`` and the base model (``<base>.checkpoint`` from the catalogue for a
+    tiny / catalogue model, else loaded from its hub id or path,
+    ``clip_finetune.base_checkpoint``); outputs ``<output>.checkpoint`` plus
+    ``clip_finetune.{pairs, history, base_retrieval, finetuned_retrieval,
+    retrieval_report, summary, mlflow_metrics, model_registration}`` (the last: the MLflow
+    registry version when ``mlflow.register_models`` is true).
     """
     nodes = [
         Node(
@@ -76,6 +79,12 @@ def finetune_pipeline(base: str, output: str, base_spec: dict[str, Any]) -> Pipe
             name="evaluate_finetuned_retrieval",
         ),
         Node(
+            register_finetuned_clip,
+            ["finetuned_checkpoint", "params:mlflow"],
+            "model_registration",
+            name="register_finetuned_clip",
+        ),
+        Node(
             report_retrieval,
             ["base_retrieval", "finetuned_retrieval", "history", "params:clip_finetune"],
             ["retrieval_report", "summary", "mlflow_metrics"],
@@ -83,7 +92,7 @@ def finetune_pipeline(base: str, output: str, base_spec: dict[str, Any]) -> Pipe
         ),
     ]
     inputs: dict[str, str] = {"products": "products", "image_manifest": "image_manifest"}
-    parameters = {"params:clip_finetune": "params:clip_finetune"}
+    parameters = {"params:clip_finetune": "params:clip_finetune", "params:mlflow": "params:mlflow"}
     if from_catalogue:
         inputs["base_checkpoint"] = f"{base}.checkpoint"
     else:

@@ -578,3 +578,32 @@ def write_pair_matching_summary(
         "",
     ]
     return "\n".join(lines)
+
+
+def register_pair_matcher_model(
+    pair_matcher: PairMatcher,
+    pair_items: pd.DataFrame,
+    embeddings: Embeddings,
+    mlflow_params: dict[str, Any],
+) -> dict[str, Any]:
+    """Log the kept pair matcher as an MLflow model and register it
+    (``<prefix>-pair-classifier``).
+
+    Only with ``mlflow.register_models: true``; see :mod:`vitrina.registry` (a ``pyfunc``
+    scoring ``left_id, right_id`` pairs of the catalogue's items, which it carries with
+    their embeddings; the version is tagged with classifier, variant, threshold and
+    validation F1).
+
+    Args:
+        pair_matcher: output of :func:`train_pair_matchers`.
+        pair_items, embeddings: the prepared items and their embeddings.
+        mlflow_params: the ``mlflow`` parameters (``register_models``,
+            ``model_name_prefix``).
+
+    Returns:
+        ``{"registered", "name", "version", "model_uri", "run_id"}`` (``registered``
+        false and no version when registration is off).
+    """
+    from vitrina.registry import register_pair_matcher
+
+    return register_pair_matcher(pair_matcher, pair_items, embeddings, mlflow_params)

@@ -31,6 +31,7 @@ from .nodes import (
     prepare_competition_pairs,
     prepare_er_magellan_pairs,
     prepare_product_pairs,
+    register_pair_matcher_model,
     score_candidates,
     search_candidates,
     train_pair_matchers,
@@ -97,7 +98,8 @@ def source_pipeline(source: str) -> Pipeline:
 
 
 def training_pipeline() -> Pipeline:
-    """Training, test metrics, plots and MLflow metrics from :data:`PREPARED`."""
+    """Training, test metrics, plots and MLflow metrics from :data:`PREPARED`; with
+    ``mlflow.register_models`` the kept matcher goes to the MLflow model registry."""
     return Pipeline(
         [
             Node(
@@ -126,6 +128,12 @@ def training_pipeline() -> Pipeline:
                 "pair_matching_metrics",
                 "pair_matching_metrics_chart",
                 name="plot_metrics_chart",
+            ),
+            Node(
+                register_pair_matcher_model,
+                ["pair_matcher", "pair_items", "pair_item_embeddings", "params:mlflow"],
+                "pair_matcher_registration",
+                name="register_pair_matcher",
             ),
         ]
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -27,11 +28,20 @@ from vitrina.tuning import (  # noqa: E402
     study_figures,
 )
 
-from .targets import ProbingTarget, TuningTarget  # noqa: E402
+from .targets import (  # noqa: E402
+    CaptioningTarget,
+    ClipFinetuneTarget,
+    PairClassifierTarget,
+    ProbingTarget,
+    TuningTarget,
+)
 
 logger = logging.getLogger(__name__)
 
 _NOT_TUNABLE = {"random_state", "warm_start", "verbose"}
+
+#: A target's parameter location in the step's YAML, fixed or chosen by its config block.
+ParamsPath = tuple[str, ...] | Callable[[dict[str, Any]], tuple[str, ...]]
 
 
 def _probing(probe: str) -> tuple[Callable[..., TuningTarget], set[str], tuple[str, ...]]:
@@ -51,10 +61,98 @@ def _probing(probe: str) -> tuple[Callable[..., TuningTarget], set[str], tuple[s
     return build, set(estimator.get_params()) - _NOT_TUNABLE, ("probing", "probes", probe)
 
 
-#: name → (builder, accepted parameter names, where the parameters live in the step's YAML)
-TARGETS: dict[str, tuple[Callable[..., TuningTarget], set[str], tuple[str, ...]]] = {
+def _pair_classifier(
+    config: dict[str, Any],
+    parameters: dict[str, Any],
+    products: pd.DataFrame,
+    image_manifest: pd.DataFrame,
+    tuning: dict[str, Any],
+) -> TuningTarget:
+    """The pair_matching step's prepared pairs from ``config["data_dir"]``."""
+    from vitrina.datasets.embeddings import EmbeddingsDataset
+
+    root = Path(config.get("data_dir") or "")
+    files = {
+        "pair_items": root / "items.parquet",
+        "pair_item_embeddings": root / "item_embeddings.npz",
+        "pair_splits": root / "pairs.parquet",
+    }
+    missing = [f"{name} ({path})" for name, path in files.items() if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"tuning target pair_classifier needs the pair_matching step's prepared pairs: "
+            f"{', '.join(missing)} not found. Run `kedro run --pipeline=pair_matching` (same "
+            "--env) first, or set tuning.targets.pair_classifier.data_dir"
+        )
+    return PairClassifierTarget(
+        config,
+        parameters,
+        pd.read_parquet(files["pair_items"]),
+        EmbeddingsDataset(str(files["pair_item_embeddings"])).load(),
+        pd.read_parquet(files["pair_splits"]),
+    )
+
+
+def load_clip_base(parameters: dict[str, Any], models_dir: str | Path) -> Any:
+    """The clip_finetune step's base model, as the step loads it.
+
+    A tiny or ``source: catalogue`` model comes from its catalogue directory
+    ``<models_dir>/<base_model>`` (``{model}.checkpoint``); any other from its hub id or
+    path (:func:`vitrina.pipelines.clip_finetune.nodes.load_base_model`).
+
+    Raises:
+        KeyError: ``clip_finetune.base_model`` is not in ``embeddings.models``.
+        kedro.io.DatasetError: the catalogue checkpoint has not been written yet.
+    """
+    from vitrina.datasets import RuClipCheckpointDataset
+    from vitrina.pipelines.clip_finetune.nodes import load_base_model
+    from vitrina.pipelines.clip_finetune.pipeline import base_from_catalogue
+
+    base = parameters["clip_finetune"]["base_model"]
+    models = (parameters.get("embeddings") or {}).get("models") or {}
+    if base not in models:
+        raise KeyError(
+            f"clip_finetune.base_model {base!r} is not in embeddings.models {sorted(models)}"
+        )
+    spec = models[base]
+    if base_from_catalogue(spec):
+        return RuClipCheckpointDataset(str(Path(models_dir) / base)).load()
+    return load_base_model(spec)
+
+
+def _clip_finetune(
+    config: dict[str, Any],
+    parameters: dict[str, Any],
+    products: pd.DataFrame,
+    image_manifest: pd.DataFrame,
+    tuning: dict[str, Any],
+) -> TuningTarget:
+    base = load_clip_base(parameters, config.get("models_dir") or "data/06_models")
+    return ClipFinetuneTarget(config, parameters, products, image_manifest, base)
+
+
+def _captioning(
+    config: dict[str, Any],
+    parameters: dict[str, Any],
+    products: pd.DataFrame,
+    image_manifest: pd.DataFrame,
+    tuning: dict[str, Any],
+) -> TuningTarget:
+    return CaptioningTarget(config, parameters, products, image_manifest)
+
+
+#: name → (builder, accepted parameter names, where the parameters live in the step's YAML:
+#: a path, or a function of the target's config block that returns one)
+TARGETS: dict[str, tuple[Callable[..., TuningTarget], set[str], ParamsPath]] = {
     "probing_mlp": _probing("mlp"),
     "probing_logreg": _probing("logreg"),
+    "pair_classifier": (
+        _pair_classifier,
+        PairClassifierTarget.tunable(),
+        lambda config: ("pair_matching", "classifiers", str(config.get("classifier") or "mlp")),
+    ),
+    "clip_finetune": (_clip_finetune, ClipFinetuneTarget.tunable(), ClipFinetuneTarget.params_path),
+    "captioning": (_captioning, CaptioningTarget.tunable(), CaptioningTarget.params_path),
 }
 
 
@@ -82,6 +180,8 @@ def plan_tuning(tuning: dict[str, Any]) -> dict[str, Any]:
     if n_trials < 1:
         raise ValueError(f"tuning.n_trials must be >= 1, got {n_trials}")
     _, allowed, path = TARGETS[target]
+    if callable(path):
+        path = path(configured[target])
     space = parse_space(configured[target].get("space") or {}, allowed, target)
     study_name = tuning.get("study_name") or f"{tuning.get('catalogue', 'vitrina')}-{target}"
     return {
@@ -109,8 +209,9 @@ def run_tuning(
 
     Returns:
         The study, a one-row summary (``target, study, n_trials, n_complete, n_pruned,
-        n_failed, metric, default_value, best_value, improvement, test_value``), the
-        best-parameters YAML and MLflow metrics.
+        n_failed, metric, direction, default_value, best_value, improvement`` (positive:
+        better than the defaults, whatever the direction), ``test_metric, test_value``),
+        the best-parameters YAML and MLflow metrics.
     """
     storage = open_storage(tuning.get("storage"))
     build, _, _ = TARGETS[plan["target"]]
@@ -139,11 +240,23 @@ def run_tuning(
         for t in study.trials
         if t.user_attrs.get("defaults") and t.state == optuna.trial.TrialState.COMPLETE
     ]
-    default_value = default_trials[0].value if default_trials else float("nan")
+    if default_trials:
+        default_value = default_trials[0].value
+    elif "default_value" in study.user_attrs:  # scored by an earlier session of the study
+        default_value = float(study.user_attrs["default_value"])
+    else:  # the step's settings are outside the space or no point of it (C: sweep)
+        logger.info("tuning %s: scoring the step's own settings (not a trial)", plan["target"])
+        default_value = float(target.default_value())
+        study.set_user_attr("default_value", default_value)
     best_value = study.best_value if values else float("nan")
     test_value = (
         target.test_score(decode_params(study.best_trial.params)) if values else float("nan")
     )
+    # improvement: how much better than the defaults, whichever the direction
+    improvement = (
+        default_value - best_value if target.direction == "minimize" else best_value - default_value
+    )
+    test_metric = target.test_metric or target.metric
     states = pd.Series([t.state.name for t in study.trials]).value_counts()
     summary = pd.DataFrame(
         [
@@ -155,25 +268,29 @@ def run_tuning(
                 "n_pruned": int(states.get("PRUNED", 0)),
                 "n_failed": int(states.get("FAIL", 0)),
                 "metric": f"validation_{target.metric}",
+                "direction": target.direction,
                 "default_value": default_value,
                 "best_value": best_value,
-                "improvement": best_value - default_value,
+                "improvement": improvement,
+                "test_metric": f"test_{test_metric}",
                 "test_value": test_value,
             }
         ]
     )
     logger.info(
-        "tuning %s: validation %s default %.4f → best %.4f; test %.4f",
+        "tuning %s: validation %s default %.4f → best %.4f (%s); test %s %.4f",
         plan["target"],
         target.metric,
         default_value,
         best_value,
+        target.direction,
+        test_metric,
         test_value,
     )
     header = (
         f"# Best parameters of Optuna study {plan['study_name']!r} ({len(study.trials)} trials, "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC)\n# validation {target.metric}: {best_value:.4f} "
-        f"(defaults {default_value:.4f}); test {target.metric}: {test_value:.4f}\n"
+        f"(defaults {default_value:.4f}); test {test_metric}: {test_value:.4f}\n"
         f"# The whole `{plan['params_path'][0]}` block with the tuned values merged in: save it as\n"
         f"# conf/<env>/parameters_{plan['params_path'][0]}.yml and run with --env=<env>.\n"
     )
