@@ -40,9 +40,9 @@ FINETUNE = {"clip_finetune": {"train": {"epochs": 3, "lr": 5.0e-4}}}
 
 
 def test_main_job_then_probing_alone(kedro_project):
-    run(
-        kedro_project, None, FINETUNE
-    )  # ingestion → image_processing → clip_finetune → embeddings → probing
+    # ingestion → image_processing → clip_finetune → embeddings → probing, registering the
+    # fine-tuned model in the MLflow model registry
+    run(kedro_project, None, {**FINETUNE, "mlflow": {"register_models": True}})
     # The fine-tuned model: a versioned checkpoint in the ruCLIP layout, loadable as such.
     (version,) = list(Path("data/06_models/test/tiny_ruclip_finetuned").iterdir())
     saved = version / "tiny_ruclip_finetuned"
@@ -127,6 +127,8 @@ def test_main_job_then_probing_alone(kedro_project):
     assert artefacts == {
         f"clip_finetune/model/{f}" for f in ("bpe.model", "config.json", "pytorch_model.bin")
     }
+    (version,) = client.search_model_versions("name='vitrina-test-clip'")
+    assert version.run_id == main.run_id  # registered from the main job's run
 
 
 def r10_t2i(retrieval: pd.DataFrame) -> float:
