@@ -156,9 +156,20 @@ def parse_space(
     return specs
 
 
-def make_sampler(config: dict[str, Any] | None) -> optuna.samplers.BaseSampler:
-    """``{type: tpe | random | cmaes | gp, seed: int, ...}`` → an Optuna sampler (TPE default)."""
+def make_sampler(
+    config: dict[str, Any] | None, seed_offset: int = 0
+) -> optuna.samplers.BaseSampler:
+    """``{type: tpe | random | cmaes | gp, seed: int, ...}`` → an Optuna sampler (TPE default).
+
+    Args:
+        seed_offset: added to ``seed``. A continued study passes its number of trials:
+            a sampler re-seeded with the same seed would draw the same random start-up
+            points again (TPE's first ``n_startup_trials`` are random), so the new
+            session would repeat trials the study already has.
+    """
     config = dict(config or {})
+    if config.get("seed") is not None:
+        config["seed"] = int(config["seed"]) + int(seed_offset)
     kind = config.pop("type", "tpe").lower()
     samplers = {
         "tpe": optuna.samplers.TPESampler,
@@ -169,6 +180,12 @@ def make_sampler(config: dict[str, Any] | None) -> optuna.samplers.BaseSampler:
     if kind not in samplers:
         raise ValueError(f"tuning.sampler.type must be one of {sorted(samplers)}, got {kind!r}")
     return samplers[kind](**config)
+
+
+def count_trials(storage: Any, study_name: str) -> int:
+    """Trials already in ``study_name`` on ``storage`` (0 for a new study)."""
+    summaries = optuna.study.get_all_study_summaries(storage=storage)
+    return next((s.n_trials for s in summaries if s.study_name == study_name), 0)
 
 
 def make_pruner(config: dict[str, Any] | None) -> optuna.pruners.BasePruner:

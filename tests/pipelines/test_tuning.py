@@ -284,3 +284,32 @@ def test_a_swept_logreg_default_is_scored_on_the_validation_split(tmp_path):
         average="macro",
     )
     assert weak_f1 < swept
+
+
+def test_a_continued_study_draws_new_points_not_the_first_sessions_again(tmp_path):
+    """Same command, same seeded sampler config: the second session must not repeat the
+    first session's random start-up points (it would, re-seeded with the same seed)."""
+    from vitrina.tuning import count_trials, make_sampler
+
+    specs = parse_space({"alpha": {"type": "float", "low": 1e-6, "high": 1e-1, "log": True}})
+
+    def alphas(name: str, offset: bool) -> list[float]:
+        for _ in range(2):  # two sessions of 4 trials on one storage
+            storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+            n_done = count_trials(storage, name) if offset else 0
+            study = run_study(
+                lambda params, report: params["alpha"],
+                specs,
+                study_name=name,
+                storage=storage,
+                n_trials=4,
+                sampler=make_sampler({"type": "tpe", "seed": 42}, seed_offset=n_done),
+                log_to_mlflow=False,
+            )
+        return [t.params["alpha"] for t in study.trials]
+
+    repeated = alphas("same-seed", offset=False)
+    assert repeated[:4] == repeated[4:]  # the defect the offset prevents
+    continued = alphas("offset", offset=True)
+    assert len(continued) == 8 and len(set(continued)) == 8
+    assert count_trials(open_storage(f"sqlite:///{tmp_path / 'optuna.db'}"), "nope") == 0

@@ -397,3 +397,33 @@ def test_defaults_outside_the_space_are_scored_once_per_study(pair_data, tmp_pat
     study, summary, _, _ = run_tuning(plan, tuning, parameters, None, None)
     assert len(study.trials) == 4
     assert summary.iloc[0]["default_value"] == pytest.approx(expected)
+
+
+def test_a_targets_own_pruner_replaces_the_global_one(pair_data, tmp_path):
+    parameters, items, emb, splits = pair_data
+    data_dir = tmp_path / "pair_matching"
+    data_dir.mkdir()
+    items.to_parquet(data_dir / "items.parquet")
+    EmbeddingsDataset(str(data_dir / "item_embeddings.npz")).save(emb)
+    splits.to_parquet(data_dir / "pairs.parquet")
+    space = {"train.lr": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True}}
+
+    def study_pruner(target_pruner, name):
+        config = {"data_dir": str(data_dir), "max_epochs": 2, "space": space}
+        if target_pruner:
+            config["pruner"] = target_pruner
+        tuning = {
+            "target": "pair_classifier",
+            "catalogue": name,
+            "n_trials": 1,
+            "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
+            "sampler": {"type": "random", "seed": 0},
+            "pruner": {"type": "percentile", "percentile": 10.0},
+            "targets": {"pair_classifier": config},
+        }
+        study, *_ = run_tuning(plan_tuning(tuning), tuning, parameters, None, None)
+        return study.pruner
+
+    assert isinstance(study_pruner(None, "global"), optuna.pruners.PercentilePruner)
+    own = study_pruner({"type": "median", "n_warmup_steps": 10}, "own")
+    assert isinstance(own, optuna.pruners.MedianPruner) and own._n_warmup_steps == 10

@@ -19,6 +19,7 @@ from sklearn.neural_network import MLPClassifier  # noqa: E402
 from vitrina.tuning import (  # noqa: E402
     best_params_yaml,
     completed_values,
+    count_trials,
     decode_params,
     make_pruner,
     make_sampler,
@@ -228,8 +229,12 @@ def run_tuning(
         study_name=plan["study_name"],
         storage=storage,
         direction=target.direction,
-        sampler=make_sampler(tuning.get("sampler")),
-        pruner=make_pruner(tuning.get("pruner")),
+        # a continued study's sampler is seeded past its earlier sessions (no repeats)
+        sampler=make_sampler(
+            tuning.get("sampler"), seed_offset=count_trials(storage, plan["study_name"])
+        ),
+        # a target's own pruner (e.g. a longer warm-up for slow starters) over tuning.pruner
+        pruner=make_pruner(tuning["targets"][plan["target"]].get("pruner") or tuning.get("pruner")),
         n_trials=plan["n_trials"],
         timeout=tuning.get("timeout"),
         first_trial=first if len(first) == len(plan["space"]) else None,
