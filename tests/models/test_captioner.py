@@ -299,3 +299,33 @@ def test_int8_decoder_matches_bf16_and_is_inference_only(tiny, images, tmp_path,
     monkeypatch.setattr(module, "cpu_supports_bf16", lambda: False)
     assert module.resolve_precision("auto", "cpu") == "fp32"
     assert module.resolve_precision("bf16", "cpu") == "bf16"
+
+
+def test_auto_threads_use_the_cores_other_work_leaves_idle(monkeypatch):
+    import subprocess
+    import sys
+
+    from vitrina.models import captioner as module
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.5)  # let it start spinning
+        assert module.busy_cores(window=0.5) >= 0.6  # one core kept busy by the spinner
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(module.os, "cpu_count", lambda: 4)
+        torch.set_num_threads(4)
+        monkeypatch.setattr(module, "busy_cores", lambda window=0.3: 2.8)
+        assert module.resolve_threads("auto") == 1  # 4 - 2.8 → 1
+        torch.set_num_threads(4)
+        monkeypatch.setattr(module, "busy_cores", lambda window=0.3: 0.2)
+        assert module.resolve_threads("auto") == 4
+        assert module.resolve_threads(2) == 2
+    finally:
+        torch.set_num_threads(before)

@@ -37,6 +37,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -57,11 +58,13 @@ __all__ = [
     "CaptionerConfig",
     "CaptionerMismatchError",
     "build_captioner",
+    "busy_cores",
     "check_compatible",
     "load_captioner",
     "pad_to_square",
     "resolve_dtype",
     "resolve_precision",
+    "resolve_threads",
     "tokenizer_fingerprint",
     "train_bpe_tokenizer",
 ]
@@ -248,21 +251,46 @@ def resolve_dtype(precision: str, device: str) -> torch.dtype:
     }[concrete]
 
 
+def _cpu_times() -> tuple[int, int]:
+    """(idle + iowait, total) jiffies of all CPUs from ``/proc/stat``."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        values = [int(v) for v in stat.readline().split()[1:9]]
+    return values[3] + values[4], sum(values)
+
+
+def busy_cores(window: float = 0.3) -> float:
+    """How many cores other work keeps busy now: CPU time used over ``window`` seconds
+    (``/proc/stat``), in cores; the 1-minute load average where ``/proc`` is missing.
+
+    The load average lags by minutes (a job that just ended still counts), so it would
+    leave idle cores unused; a short sample sees the machine as it is.
+    """
+    cores = os.cpu_count() or 1
+    try:
+        idle0, total0 = _cpu_times()
+        time.sleep(window)
+        idle1, total1 = _cpu_times()
+    except (OSError, ValueError, IndexError):
+        try:
+            return float(os.getloadavg()[0])
+        except OSError:
+            return 0.0
+    if total1 <= total0:
+        return 0.0
+    return cores * (1.0 - (idle1 - idle0) / (total1 - total0))
+
+
 def resolve_threads(num_threads: int | str | None) -> int:
     """Set and return torch's CPU thread count.
 
     ``None`` keeps torch's default; an int sets it; ``auto`` uses the cores left idle by
-    other processes (``cpu_count - 1-minute load average``, at least 1): on a shared
+    other processes (``cpu_count - busy_cores()``, rounded, at least 1): on a shared
     machine, threads that wait for busy cores make every matmul many times slower than a
     single thread.
     """
     if num_threads == "auto":
         cores = os.cpu_count() or 1
-        try:
-            busy = os.getloadavg()[0]
-        except OSError:
-            busy = 0.0
-        num_threads = max(1, min(torch.get_num_threads(), int(cores - busy + 0.5)))
+        num_threads = max(1, min(torch.get_num_threads(), int(cores - busy_cores() + 0.5)))
     if num_threads:
         torch.set_num_threads(int(num_threads))
     return torch.get_num_threads()
