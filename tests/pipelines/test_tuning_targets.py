@@ -124,13 +124,19 @@ def test_pair_classifier_prunes_caps_epochs_and_rejects_bad_configs(pair_data):
         PairClassifierTarget({"variant": "image"}, parameters, items, emb, splits)
 
 
-def test_pair_classifier_study_end_to_end_writes_the_steps_shape(pair_data, tmp_path):
+def pair_step_dir(pair_data, tmp_path):
+    """The pair_matching step's prepared pairs written where the target reads them."""
     parameters, items, emb, splits = pair_data
     data_dir = tmp_path / "pair_matching"
     data_dir.mkdir()
     items.to_parquet(data_dir / "items.parquet")
     EmbeddingsDataset(str(data_dir / "item_embeddings.npz")).save(emb)
     splits.to_parquet(data_dir / "pairs.parquet")
+    return parameters, data_dir
+
+
+def test_pair_classifier_study_end_to_end_writes_the_steps_shape(pair_data, tmp_path):
+    parameters, data_dir = pair_step_dir(pair_data, tmp_path)
     space = {
         "model.hidden_size": {"type": "categorical", "choices": [16, 32]},
         "train.lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
@@ -364,12 +370,7 @@ def test_defaults_outside_the_space_are_scored_once_per_study(pair_data, tmp_pat
     """When the step's settings cannot be trial 0 (here hidden_size 32 is not a choice),
     the gain of tuning is still measured against them: scored on the validation split
     once, kept in the study, reused when the study continues."""
-    parameters, items, emb, splits = pair_data
-    data_dir = tmp_path / "pair_matching"
-    data_dir.mkdir()
-    items.to_parquet(data_dir / "items.parquet")
-    EmbeddingsDataset(str(data_dir / "item_embeddings.npz")).save(emb)
-    splits.to_parquet(data_dir / "pairs.parquet")
+    parameters, data_dir = pair_step_dir(pair_data, tmp_path)
     space = {"model.hidden_size": {"type": "categorical", "choices": [16, 64]}}
     config = {"data_dir": str(data_dir), "max_epochs": 4, "space": space}
     tuning = {
@@ -400,12 +401,7 @@ def test_defaults_outside_the_space_are_scored_once_per_study(pair_data, tmp_pat
 
 
 def test_a_targets_own_pruner_replaces_the_global_one(pair_data, tmp_path):
-    parameters, items, emb, splits = pair_data
-    data_dir = tmp_path / "pair_matching"
-    data_dir.mkdir()
-    items.to_parquet(data_dir / "items.parquet")
-    EmbeddingsDataset(str(data_dir / "item_embeddings.npz")).save(emb)
-    splits.to_parquet(data_dir / "pairs.parquet")
+    parameters, data_dir = pair_step_dir(pair_data, tmp_path)
     space = {"train.lr": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True}}
 
     def study_pruner(target_pruner, name):
