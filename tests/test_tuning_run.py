@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mlflow
+import optuna
 import pandas as pd
 import pytest
 import yaml
@@ -24,8 +25,14 @@ def test_tuning_twice_continues_the_study_and_writes_reports(kedro_project):
     summary = pd.read_csv(f"{OUT}/probing_mlp_summary.csv").iloc[0]
     assert summary["study"] == "test-probing_mlp" and summary["n_trials"] == 6
     assert summary["n_complete"] + summary["n_pruned"] + summary["n_failed"] == 6
-    assert pd.notna(summary["default_value"])  # trial 0 = the probing step's own settings
-    assert summary["best_value"] >= summary["default_value"]
+    study = optuna.load_study(
+        study_name="test-probing_mlp",
+        storage=f"sqlite:///{kedro_project / 'data/06_models/test/optuna.db'}",
+    )
+    first = study.trials[0]  # trial 0 = the probing step's own settings
+    assert first.user_attrs == {"defaults": True}
+    assert summary["default_value"] == pytest.approx(first.value)
+    assert summary["best_value"] == pytest.approx(study.best_value)
     assert 0 <= summary["test_value"] <= 1
 
     best = yaml.safe_load(open(f"{OUT}/probing_mlp_best_params.yml").read())

@@ -1,14 +1,16 @@
 """Configuration read outside a Kedro session: the model list the pipelines are built from.
 
 Kedro builds pipelines before a session loads parameters, so the per-model namespaced
-pipelines (embeddings, probing) read ``embeddings.models`` here, from ``conf/base`` merged
-with the environment in ``KEDRO_ENV`` (default ``local``). An environment may change a model's spec; to add or remove model
-*names* in an environment, also set ``KEDRO_ENV=<env>`` so the pipelines see them.
+pipelines (embeddings, probing, clip_finetune, captioning, pair_matching) read what they
+are built from here (:func:`project_parameters`), from ``conf/base`` merged with the run's
+environment: ``KEDRO_ENV``, else the ``--env`` of the ``kedro run`` command line, else
+``local``.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +28,52 @@ def project_root() -> Path:
     return Path.cwd()
 
 
+def cli_env(argv: list[str] | None = None) -> str | None:
+    """The ``--env``/``-e`` value of a ``kedro run`` command line, else None.
+
+    Kedro builds pipelines without telling them the environment; ``kedro run --env=X``
+    does not set ``KEDRO_ENV`` either, so the command line is the only place to learn it.
+    """
+    argv = sys.argv if argv is None else argv
+    program = Path(argv[0]) if argv else Path()
+    if "kedro" not in (program.name, program.parent.name) or "run" not in argv:
+        return None
+    for i, arg in enumerate(argv):
+        if arg.startswith("--env="):
+            return arg.split("=", 1)[1]
+        if arg in ("--env", "-e") and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def resolve_conf(conf_source: str | Path | None = None, env: str | None = None) -> tuple[str, str]:
+    """``(conf_source, env)`` of this run: ``env``, else ``KEDRO_ENV``, else ``kedro run
+    --env``, else ``local``; ``base`` alone when that folder does not exist."""
+    conf_source = str(conf_source or project_root() / "conf")
+    env = env or os.environ.get("KEDRO_ENV") or cli_env() or "local"
+    return conf_source, env if Path(conf_source, env).is_dir() else "base"
+
+
+def project_parameters(
+    conf_source: str | Path | None = None, env: str | None = None
+) -> dict[str, Any]:
+    """All parameters of ``conf/base`` merged with the run's environment (:func:`resolve_conf`)."""
+    return _parameters(*resolve_conf(conf_source, env))
+
+
 def _parameters(conf_source: str, env: str) -> dict[str, Any]:
     """Parameters of ``base`` then ``env``, merged recursively (the project's ``soft``
     merge strategy, see ``settings.py``). Plain YAML, interpolations unresolved:
     creating a second ``OmegaConfigLoader`` in the process would re-register OmegaConf's
     global ``globals``/``runtime_params`` resolvers and break the running session's."""
-    merged: dict[str, Any] = {}
+    from omegaconf import OmegaConf
+
+    merged = OmegaConf.create()
     for folder in dict.fromkeys(["base", env]):
         for path in sorted(Path(conf_source, folder).glob("**/parameters*.yml")):
-            _soft_merge(merged, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-    return merged
-
-
-def _soft_merge(into: dict[str, Any], other: dict[str, Any]) -> None:
-    for key, value in other.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _soft_merge(into[key], value)
-        else:
-            into[key] = value
+            part = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            merged = OmegaConf.merge(merged, part)  # OmegaConf's merge: what `soft` uses
+    return OmegaConf.to_container(merged, resolve=False)
 
 
 def model_specs(
@@ -55,10 +85,7 @@ def model_specs(
         ValueError: no model is configured, or a name is not a valid namespace
             (letters, digits, ``_``).
     """
-    conf_source = str(conf_source or project_root() / "conf")
-    env = env or os.environ.get("KEDRO_ENV") or "local"
-    if not Path(conf_source, env).is_dir():
-        env = "base"
+    conf_source, env = resolve_conf(conf_source, env)
     models = (_parameters(conf_source, env).get("embeddings") or {}).get("models") or {}
     if not models:
         raise ValueError(
@@ -89,10 +116,7 @@ def finetune_spec(
         ValueError: ``base_model`` is not in ``embeddings.models`` or is not a CLIP model
             (``ruclip``/``hf_clip``), or ``output_model`` is missing or equals the base.
     """
-    conf_source = str(conf_source or project_root() / "conf")
-    env = env or os.environ.get("KEDRO_ENV") or "local"
-    if not Path(conf_source, env).is_dir():
-        env = "base"
+    conf_source, env = resolve_conf(conf_source, env)
     params = _parameters(conf_source, env).get("clip_finetune")
     if not params:
         return None

@@ -21,11 +21,11 @@ from vitrina.models.pair_classifier import (
     MLPPairEstimator,
     PairClassifierConfig,
     PairFeatureBuilder,
-    PairMatcher,
     PairwiseBinaryClassifier,
     binary_metrics,
     build_baseline,
     check_labels,
+    fit_baseline,
     fit_pair_matchers,
     limit_threads,
     model_codes,
@@ -152,7 +152,19 @@ def test_mlp_learns_and_stops_early():
     assert proba.shape == (200, 2) and np.allclose(proba.sum(1), 1)
     t, f1 = select_threshold(y[400:], proba[:, 1])
     assert f1 > 0.85
-    assert len(est.history_) <= 40 and {"train_loss", "val_loss", "val_pr_auc"} <= set(est.history_)
+    assert {"train_loss", "val_loss", "val_pr_auc"} <= set(est.history_)
+    assert len(est.history_) in (20, est.best_epoch_ + 3)  # ran out, or stopped 3 epochs on
+
+    # A task it cannot learn (labels independent of x): validation stops improving early,
+    # training stops `patience` epochs after the best one and keeps that epoch's weights.
+    noise = rng.integers(0, 2, size=600)
+    est = MLPPairEstimator(
+        {"hidden_size": 64, "n_layers": 2},
+        {"max_epochs": 200, "patience": 3, "lr": 0.05, "batch_size": 32, "monitor": "loss"},
+    ).fit(x[:400], noise[:400], x[400:], noise[400:])
+    assert len(est.history_) == est.best_epoch_ + 3 < 200
+    best_loss = est.history_["val_loss"].min()
+    assert est.history_.loc[est.best_epoch_ - 1, "val_loss"] == best_loss
 
 
 def test_one_class_is_refused():
@@ -183,6 +195,24 @@ def test_baselines_handle_empty_columns():
         assert est.predict_proba(x).shape == (200, 2)
     with pytest.raises(ValueError, match="Unknown baseline"):
         build_baseline("svm")
+
+
+def test_gradient_boosting_stops_early_on_the_given_validation_split():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 4))
+    x[::7, 1] = np.nan  # FillEmptyColumns and native NaN handling before the classifier
+    y = (x[:, 0] > 0).astype(int)
+    y_val = 1 - y[400:]  # the validation split disagrees with training from the start
+    est = fit_baseline(
+        build_baseline("hist_gbdt", {"n_iter_no_change": 5}), x[:400], y[:400], x[400:], y_val
+    )
+    clf = est[-1]
+    # Stopped on the given split: its score only falls, so boosting ends after
+    # n_iter_no_change iterations. An internal slice of the training pairs would improve
+    # and let it run for hundreds.
+    assert clf.n_iter_ == 5 and np.all(np.diff(clf.validation_score_) < 0)
+    unchecked = build_baseline("hist_gbdt", {"n_iter_no_change": 5}).fit(x[:400], y[:400])
+    assert unchecked[-1].n_iter_ > 50
 
 
 def test_ensemble_needs_fitted_members():
@@ -255,7 +285,6 @@ def test_matcher_dataset_missing_and_wrong_type(tmp_path):
         ds.load()
     with pytest.raises(DatasetError, match="saves a PairMatcher"):
         ds.save("model")
-    assert isinstance(PairMatcher, type)
 
 
 # ---------------------------------------------------------------------- candidates

@@ -441,15 +441,6 @@ def test_er_magellan_pipeline_uses_its_splits(tmp_path):
         )
 
 
-def test_cli_env_reads_kedro_run_command_lines():
-    from vitrina.pipelines.pair_matching.pipeline import cli_env
-
-    assert cli_env(["/x/.venv/bin/kedro", "run", "--env=hm", "--pipeline=p"]) == "hm"
-    assert cli_env(["kedro", "run", "-e", "er_magellan"]) == "er_magellan"
-    assert cli_env(["kedro", "run", "--pipeline=p"]) is None
-    assert cli_env(["pytest", "--env=hm"]) is None
-
-
 def test_competition_and_pairs_pipelines_end_to_end(tmp_path):
     products, emb = catalogue(120, seed=3)
     rng = np.random.default_rng(3)

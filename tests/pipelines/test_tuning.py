@@ -257,7 +257,6 @@ def test_dotted_names_nest_into_the_steps_blocks():
 def test_a_swept_logreg_default_is_scored_on_the_validation_split(tmp_path):
     """The logreg probe's ``C: sweep`` cannot be a trial; its validation score is the
     baseline the gain of tuning is measured against (a different C scores differently)."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
 
     from tests.pipelines.test_probing import PARAMS, catalogue, embeddings_for
@@ -276,40 +275,34 @@ def test_a_swept_logreg_default_is_scored_on_the_validation_split(tmp_path):
 
     # Scored on the same validation part as the trials: an over-regularised probe, fitted
     # like a trial on the training part, scores lower than the sweep's choice.
-    fit = logreg.train & ~logreg.val
-    weak = LogisticRegression(C=1e-6).fit(logreg.scaler.transform(logreg.x[fit]), logreg.y[fit])
-    weak_f1 = f1_score(
-        logreg.y[logreg.val],
-        weak.predict(logreg.scaler.transform(logreg.x[logreg.val])),
-        average="macro",
+    weak = logreg.classifier({"C": 1e-6}).fit(logreg.xt, logreg.yt)
+    assert f1_score(logreg.yv, weak.predict(logreg.xv), average="macro") < swept
+
+
+def test_probing_trials_keep_the_steps_other_settings(tmp_path):
+    """A setting of the probing step outside the search space reaches every trial."""
+    from tests.pipelines.test_probing import PARAMS, catalogue, embeddings_for
+    from vitrina.datasets.embeddings import EmbeddingsDataset
+    from vitrina.pipelines.tuning.targets import ProbingTarget
+
+    products = catalogue()
+    EmbeddingsDataset(str(tmp_path / "m.npz")).save(embeddings_for(products))
+    step = {"activation": "tanh", "hidden_layer_sizes": [8], "max_iter": 50}
+    parameters = {"probing": {**PARAMS, "probes": {"mlp": step}}}
+    config = {"task": "male_female", "model": "m", "modality": "text", "max_epochs": 3}
+    mlp = ProbingTarget(
+        "mlp", config, parameters, products, products[["product_id"]], str(tmp_path)
     )
-    assert weak_f1 < swept
-
-
-def test_a_continued_study_draws_new_points_not_the_first_sessions_again(tmp_path):
-    """Same command, same seeded sampler config: the second session must not repeat the
-    first session's random start-up points (it would, re-seeded with the same seed)."""
-    from vitrina.tuning import count_trials, make_sampler
-
-    specs = parse_space({"alpha": {"type": "float", "low": 1e-6, "high": 1e-1, "log": True}})
-
-    def alphas(name: str, offset: bool) -> list[float]:
-        for _ in range(2):  # two sessions of 4 trials on one storage
-            storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
-            n_done = count_trials(storage, name) if offset else 0
-            study = run_study(
-                lambda params, report: params["alpha"],
-                specs,
-                study_name=name,
-                storage=storage,
-                n_trials=4,
-                sampler=make_sampler({"type": "tpe", "seed": 42}, seed_offset=n_done),
-                log_to_mlflow=False,
-            )
-        return [t.params["alpha"] for t in study.trials]
-
-    repeated = alphas("same-seed", offset=False)
-    assert repeated[:4] == repeated[4:]  # the defect the offset prevents
-    continued = alphas("offset", offset=True)
-    assert len(continued) == 8 and len(set(continued)) == 8
-    assert count_trials(open_storage(f"sqlite:///{tmp_path / 'optuna.db'}"), "nope") == 0
+    defaults = mlp.defaults()
+    assert defaults["activation"] == "tanh" and defaults["hidden_layer_sizes"] == [8]
+    assert defaults["batch_size"] == 64  # build_probe's default, as the step trains it
+    trial = mlp.classifier({"alpha": 0.01}).get_params()
+    assert (trial["activation"], trial["hidden_layer_sizes"], trial["alpha"]) == (
+        "tanh",
+        (8,),
+        0.01,
+    )
+    assert trial["early_stopping"] is False  # partial_fit, epoch by epoch
+    steps = []
+    value = mlp.objective({"alpha": 0.01}, lambda v, step: steps.append(step))
+    assert steps == [0, 1, 2] and 0.5 < value <= 1.0  # gender is planted in the text vectors

@@ -158,8 +158,11 @@ def test_pair_classifier_study_end_to_end_writes_the_steps_shape(pair_data, tmp_
     row = summary.iloc[0]
     assert row["n_trials"] == 4 and row["n_complete"] == 4
     assert row["metric"] == "validation_f1" and row["test_metric"] == "test_f1"
-    assert row["direction"] == "maximize" and row["improvement"] >= 0
-    assert row["best_value"] == max(t.value for t in study.trials)
+    assert row["direction"] == "maximize" and row["best_value"] == max(
+        t.value for t in study.trials
+    )
+    assert row["default_value"] == study.trials[0].value  # trial 0: the step's settings
+    assert row["improvement"] == pytest.approx(row["best_value"] - row["default_value"])
     assert study.trials[0].params == {"model.hidden_size": 32, "train.lr": 0.01}  # defaults
     assert 0 <= row["test_value"] <= 1 and "pair_classifier.test_value" in metrics
 
@@ -357,7 +360,7 @@ def test_captioning_study_minimises_and_reports_the_gain(caption_data):
     assert study.direction == optuna.study.StudyDirection.MINIMIZE
     assert row["direction"] == "minimize" and row["best_value"] == min(values)
     assert row["default_value"] == values[0]  # trial 0: the step's learning rate
-    assert row["improvement"] == pytest.approx(values[0] - min(values)) and row["improvement"] >= 0
+    assert row["improvement"] == pytest.approx(values[0] - min(values))
     assert row["metric"] == "validation_loss" and row["test_metric"] == "test_sacrebleu_greedy"
     assert 0 <= row["test_value"] <= 100
     training = yaml.safe_load(text)["captioning"]["training"]

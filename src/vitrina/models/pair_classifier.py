@@ -48,7 +48,7 @@ from sklearn.metrics import (
     precision_score,
     recall_score,
 )
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 from tqdm.auto import tqdm
@@ -883,14 +883,24 @@ def build_baseline(
 def fit_baseline(
     estimator: Any, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray
 ) -> Any:
-    """Fit ``estimator``; gradient boosting stops early on the given validation split."""
+    """Fit ``estimator`` (a :func:`build_baseline` pipeline); gradient boosting stops early
+    on the given validation split, not on a slice of the training pairs.
+
+    scikit-learn's ``Pipeline.fit`` would hand ``X_val`` to the classifier untransformed,
+    so the preprocessing steps are fitted first and transform both splits.
+    """
     y = check_labels(y)
+    clf = estimator[-1] if isinstance(estimator, Pipeline) else estimator
     if (
-        isinstance(estimator, HistGradientBoostingClassifier)
-        and estimator.early_stopping
+        isinstance(clf, HistGradientBoostingClassifier)
+        and clf.early_stopping
         and len(np.unique(y_val)) > 1
     ):
-        return estimator.fit(x, y, X_val=x_val, y_val=np.asarray(y_val).astype(np.int64))
+        for _, step in estimator.steps[:-1] if isinstance(estimator, Pipeline) else []:
+            step.fit(x, y)
+            x, x_val = step.transform(x), step.transform(x_val)
+        clf.fit(x, y, X_val=x_val, y_val=np.asarray(y_val).astype(np.int64))
+        return estimator
     return estimator.fit(x, y)
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from kedro.pipeline import Node, Pipeline
 
-from vitrina.config import _parameters, project_root
+from vitrina.config import project_parameters
 
 from .nodes import (
     build_initial_captioner,
@@ -27,11 +26,7 @@ def baseline_embeddings_model(conf_source: str | Path | None = None, env: str | 
     """``captioning.baseline.embeddings``: whose image embeddings the nearest-neighbour
     baseline uses (read before the session, like :func:`vitrina.config.model_specs`;
     default ``tfidf_svd``)."""
-    conf_source = str(conf_source or project_root() / "conf")
-    env = env or os.environ.get("KEDRO_ENV") or "local"
-    if not Path(conf_source, env).is_dir():
-        env = "base"
-    captioning = _parameters(conf_source, env).get("captioning") or {}
+    captioning = project_parameters(conf_source, env).get("captioning") or {}
     return str((captioning.get("baseline") or {}).get("embeddings") or DEFAULT_BASELINE)
 
 

@@ -11,13 +11,11 @@ default, and H&M's) reads ``products`` + ``pair_matching_embeddings``; ``pairs``
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 from kedro.pipeline import Node, Pipeline
 
-from vitrina.config import _parameters, project_root
+from vitrina.config import project_parameters
 
 from .nodes import (
     SOURCES,
@@ -54,24 +52,6 @@ SOURCE_NODES = {
 }
 
 
-def cli_env(argv: list[str] | None = None) -> str | None:
-    """The ``--env``/``-e`` value of a ``kedro run`` command line, else None.
-
-    Kedro builds pipelines without telling them the environment; ``kedro run --env=X``
-    does not set ``KEDRO_ENV`` either, so the command line is the only place to learn it.
-    """
-    argv = sys.argv if argv is None else argv
-    program = Path(argv[0]) if argv else Path()
-    if "kedro" not in (program.name, program.parent.name) or "run" not in argv:
-        return None
-    for i, arg in enumerate(argv):
-        if arg.startswith("--env="):
-            return arg.split("=", 1)[1]
-        if arg in ("--env", "-e") and i + 1 < len(argv):
-            return argv[i + 1]
-    return None
-
-
 def configured_source(conf_source: str | Path | None = None, env: str | None = None) -> str:
     """``pair_matching.source`` from ``conf/base`` + the run's environment (default
     ``catalogue``): ``env``, else ``KEDRO_ENV``, else ``kedro run --env``.
@@ -79,11 +59,9 @@ def configured_source(conf_source: str | Path | None = None, env: str | None = N
     Raises:
         ValueError: an unknown source.
     """
-    conf_source = str(conf_source or project_root() / "conf")
-    env = env or os.environ.get("KEDRO_ENV") or cli_env() or "local"
-    if not Path(conf_source, env).is_dir():
-        env = "base"
-    source = (_parameters(conf_source, env).get("pair_matching") or {}).get("source", "catalogue")
+    source = (project_parameters(conf_source, env).get("pair_matching") or {}).get(
+        "source", "catalogue"
+    )
     if source not in SOURCES:
         raise ValueError(f"pair_matching.source must be one of {list(SOURCES)}, got {source!r}")
     return source

@@ -13,8 +13,6 @@ import matplotlib
 matplotlib.use("Agg")
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.neural_network import MLPClassifier  # noqa: E402
 
 from vitrina.tuning import (  # noqa: E402
     best_params_yaml,
@@ -39,15 +37,11 @@ from .targets import (  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-_NOT_TUNABLE = {"random_state", "warm_start", "verbose"}
-
 #: A target's parameter location in the step's YAML, fixed or chosen by its config block.
 ParamsPath = tuple[str, ...] | Callable[[dict[str, Any]], tuple[str, ...]]
 
 
 def _probing(probe: str) -> tuple[Callable[..., TuningTarget], set[str], tuple[str, ...]]:
-    estimator = MLPClassifier() if probe == "mlp" else LogisticRegression()
-
     def build(
         config: dict[str, Any],
         parameters: dict[str, Any],
@@ -59,7 +53,7 @@ def _probing(probe: str) -> tuple[Callable[..., TuningTarget], set[str], tuple[s
             probe, config, parameters, products, image_manifest, tuning["embeddings_dir"]
         )
 
-    return build, set(estimator.get_params()) - _NOT_TUNABLE, ("probing", "probes", probe)
+    return build, ProbingTarget.tunable(probe), ("probing", "probes", probe)
 
 
 def _pair_classifier(

@@ -19,14 +19,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
-from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 
 from vitrina.datasets.embeddings import EmbeddingsDataset
 from vitrina.models.pair_classifier import limit_threads
-from vitrina.models.probes import SWEEP_KEYS, classification_metrics, fit_probe, validation_split
+from vitrina.models.probes import (
+    build_probe,
+    classification_metrics,
+    fit_probe,
+    validation_split,
+)
 from vitrina.tuning import Reporter
 
 logger = logging.getLogger(__name__)
@@ -42,10 +45,6 @@ class TuningTarget(ABC):
     #: what :meth:`test_score` measures ("": the same metric, on the test split)
     test_metric: str = ""
     direction: str = "maximize"
-
-    @abstractmethod
-    def allowed_params(self) -> set[str]:
-        """Parameter names the search space may use."""
 
     @abstractmethod
     def defaults(self) -> dict[str, Any]:
@@ -104,7 +103,6 @@ class ProbingTarget(TuningTarget):
         from vitrina.pipelines.probing.nodes import make_probing_splits
 
         self.probe = probe
-        self.params_path = ("probing", "probes", probe)
         probing = parameters["probing"]
         self.step_params = dict(probing["probes"].get(probe) or {})
         self.seed = int(probing.get("seed", 42))
@@ -134,7 +132,9 @@ class ProbingTarget(TuningTarget):
             ]
         ] = True
         fit = self.train & ~self.val
-        self.scaler = StandardScaler().fit(self.x[fit])
+        scaler = StandardScaler().fit(self.x[fit])  # once: every trial sees the same inputs
+        self.xt, self.yt = scaler.transform(self.x[fit]), self.y[fit]
+        self.xv, self.yv = scaler.transform(self.x[self.val]), self.y[self.val]
         self.classes = np.unique(self.y[self.train])
         logger.info(
             "tuning probing_%s: task %s, %s/%s, %d train / %d validation / %d test",
@@ -147,48 +147,42 @@ class ProbingTarget(TuningTarget):
             (~self.train).sum(),
         )
 
-    def allowed_params(self) -> set[str]:
-        estimator = MLPClassifier() if self.probe == "mlp" else LogisticRegression()
-        return set(estimator.get_params()) - {"random_state", "warm_start", "verbose"}
+    @staticmethod
+    def tunable(probe: str) -> set[str]:
+        """The classifier's scikit-learn parameters, but its seed, warm start and logging."""
+        return set(build_probe(probe)[-1].get_params()) - {"random_state", "warm_start", "verbose"}
+
+    def _step_settings(self) -> dict[str, Any]:
+        """The probing step's settings (``C: sweep`` is a procedure, not a value)."""
+        return {k: v for k, v in self.step_params.items() if v != "sweep"}
 
     def defaults(self) -> dict[str, Any]:
-        """scikit-learn's defaults overlaid with the probing step's configured values."""
-        estimator = MLPClassifier() if self.probe == "mlp" else LogisticRegression()
-        merged = {
-            **estimator.get_params(),
-            **{k: v for k, v in self.step_params.items() if k not in SWEEP_KEYS},
-        }
+        """The probing step's classifier settings, as :func:`build_probe` builds it."""
+        merged = build_probe(self.probe, self._step_settings(), self.seed)[-1].get_params()
+        if self.step_params.get("C") == "sweep":
+            merged.pop("C")
         if isinstance(merged.get("hidden_layer_sizes"), tuple):
             merged["hidden_layer_sizes"] = list(merged["hidden_layer_sizes"])
-        return {k: v for k, v in merged.items() if v != "sweep"}
+        return {k: v for k, v in merged.items() if k in self.tunable(self.probe)}
 
-    def _xy(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.scaler.transform(self.x[mask]), self.y[mask]
+    def classifier(self, params: dict[str, Any]) -> Any:
+        """The step's classifier with a trial's values over its settings (the scaler is
+        fitted once, in ``__init__``). The MLP is trained epoch by epoch with
+        ``partial_fit``, which has no early stopping."""
+        clf = build_probe(self.probe, {**self._step_settings(), **params}, self.seed)[-1]
+        return clf.set_params(early_stopping=False) if self.probe == "mlp" else clf
 
     def objective(self, params: dict[str, Any], report: Reporter) -> float:
-        xt, yt = self._xy(self.train & ~self.val)
-        xv, yv = self._xy(self.val)
+        clf = self.classifier(params)
         if self.probe == "logreg":
-            clf = LogisticRegression(random_state=self.seed, **{"max_iter": 1000, **params}).fit(
-                xt, yt
-            )
-            score = float(f1_score(yv, clf.predict(xv), average="macro", zero_division=0))
+            clf.fit(self.xt, self.yt)
+            score = float(f1_score(self.yv, clf.predict(self.xv), average="macro", zero_division=0))
             report(score, 0)
             return score
-        mlp_params = {
-            k: v
-            for k, v in params.items()
-            if k not in ("early_stopping", "max_iter", "n_iter_no_change")
-        }
-        if "hidden_layer_sizes" in mlp_params:
-            mlp_params["hidden_layer_sizes"] = tuple(mlp_params["hidden_layer_sizes"])
-        clf = MLPClassifier(
-            random_state=self.seed, **{"hidden_layer_sizes": (256,), "batch_size": 64, **mlp_params}
-        )
         best = 0.0
         for epoch in range(self.max_epochs):
-            clf.partial_fit(xt, yt, classes=self.classes)
-            score = float(f1_score(yv, clf.predict(xv), average="macro", zero_division=0))
+            clf.partial_fit(self.xt, self.yt, classes=self.classes)
+            score = float(f1_score(self.yv, clf.predict(self.xv), average="macro", zero_division=0))
             best = max(best, score)
             report(score, epoch)
         return best
@@ -302,7 +296,6 @@ class PairClassifierTarget(TuningTarget):
 
         pm = parameters["pair_matching"]
         self.classifier = str(config.get("classifier") or "mlp")
-        self.params_path = ("pair_matching", "classifiers", self.classifier)
         spec = (pm.get("classifiers") or {}).get(self.classifier)
         if not spec or spec.get("type", self.classifier) != "mlp":
             raise ValueError(
@@ -355,9 +348,6 @@ class PairClassifierTarget(TuningTarget):
             len(self.y["val"]),
             len(self.y["test"]),
         )
-
-    def allowed_params(self) -> set[str]:
-        return self.tunable()
 
     def _blocks(self, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """The classifier's ``model`` and ``train`` blocks with the trial's values in."""
@@ -545,9 +535,6 @@ class ClipFinetuneTarget(TuningTarget):
             len(frames["test"]),
         )
 
-    def allowed_params(self) -> set[str]:
-        return self.tunable()
-
     def defaults(self) -> dict[str, Any]:
         """The step's ``clip_finetune.train`` over :class:`TrainConfig`'s defaults."""
         from vitrina.models.clip_training import TrainConfig
@@ -681,9 +668,6 @@ class CaptioningTarget(TuningTarget):
             counts.get("validation", 0),
             counts.get("test", 0),
         )
-
-    def allowed_params(self) -> set[str]:
-        return self.tunable()
 
     def defaults(self) -> dict[str, Any]:
         """The step's ``captioning.training`` over :class:`TrainingConfig`'s defaults."""
