@@ -156,6 +156,35 @@ def parse_space(
     return specs
 
 
+#: Optuna's samplers and pruners by the ``type`` named in parameters.
+SAMPLERS = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "gp": optuna.samplers.GPSampler,
+}
+PRUNERS = {
+    "median": optuna.pruners.MedianPruner,
+    "percentile": optuna.pruners.PercentilePruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "none": optuna.pruners.NopPruner,
+}
+
+
+def _from_config(config: dict[str, Any], classes: dict[str, Any], default: str, what: str) -> Any:
+    """``classes[config["type"]](**rest of config)``.
+
+    Raises:
+        ValueError: an unknown ``type`` (lists the valid ones).
+    """
+    config = dict(config)
+    kind = str(config.pop("type", default)).lower()
+    if kind not in classes:
+        raise ValueError(f"tuning.{what}.type must be one of {sorted(classes)}, got {kind!r}")
+    return classes[kind](**config)
+
+
 def make_sampler(
     config: dict[str, Any] | None, seed_offset: int = 0
 ) -> optuna.samplers.BaseSampler:
@@ -170,16 +199,7 @@ def make_sampler(
     config = dict(config or {})
     if config.get("seed") is not None:
         config["seed"] = int(config["seed"]) + int(seed_offset)
-    kind = config.pop("type", "tpe").lower()
-    samplers = {
-        "tpe": optuna.samplers.TPESampler,
-        "random": optuna.samplers.RandomSampler,
-        "cmaes": optuna.samplers.CmaEsSampler,
-        "gp": optuna.samplers.GPSampler,
-    }
-    if kind not in samplers:
-        raise ValueError(f"tuning.sampler.type must be one of {sorted(samplers)}, got {kind!r}")
-    return samplers[kind](**config)
+    return _from_config(config, SAMPLERS, "tpe", "sampler")
 
 
 def count_trials(storage: Any, study_name: str) -> int:
@@ -195,18 +215,7 @@ def make_pruner(config: dict[str, Any] | None) -> optuna.pruners.BasePruner:
     trial whose intermediate value is worse than the median of earlier trials at the same
     step.
     """
-    config = dict(config or {})
-    kind = config.pop("type", "median").lower()
-    pruners = {
-        "median": optuna.pruners.MedianPruner,
-        "percentile": optuna.pruners.PercentilePruner,
-        "hyperband": optuna.pruners.HyperbandPruner,
-        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-        "none": optuna.pruners.NopPruner,
-    }
-    if kind not in pruners:
-        raise ValueError(f"tuning.pruner.type must be one of {sorted(pruners)}, got {kind!r}")
-    return pruners[kind](**config)
+    return _from_config(config or {}, PRUNERS, "median", "pruner")
 
 
 def redact(url: str) -> str:
@@ -360,17 +369,6 @@ def merge_dotted(node: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]
     return node
 
 
-def nest(path: tuple[str, ...] | list[str], values: dict[str, Any]) -> dict[str, Any]:
-    """``nest(("probing", "probes", "mlp"), {"alpha": 1})`` → ``{"probing": {"probes": {"mlp": {"alpha": 1}}}}``.
-
-    Dotted names nest further (:func:`merge_dotted`).
-    """
-    out: dict[str, Any] = merge_dotted({}, values)
-    for key in reversed(list(path)):
-        out = {key: out}
-    return out
-
-
 def best_params_yaml(
     study: optuna.Study,
     path: tuple[str, ...] | list[str],
@@ -398,17 +396,10 @@ def best_params_yaml(
         k: (float(v) if isinstance(v, float) else v)
         for k, v in decode_params(study.best_trial.params).items()
     }
-    if step_parameters is None:
-        doc = nest(path, params)
-    else:
-        block = copy.deepcopy(dict(step_parameters))
-        node = block
-        for key in path[1:]:
-            if not isinstance(node.get(key), dict):
-                node[key] = {}
-            node = node[key]
-        merge_dotted(node, params)
-        doc = {path[0]: block}
+    doc = merge_dotted(
+        {path[0]: copy.deepcopy(dict(step_parameters or {}))},
+        {".".join([*path, str(k)]): v for k, v in params.items()},
+    )
     body = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
     return (header + body) if header else body
 

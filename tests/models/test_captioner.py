@@ -226,6 +226,8 @@ def test_training_resumes_where_it_was_interrupted(images, tmp_path):
     reference = _train(images, TrainingConfig(**settings, checkpoint_dir=str(tmp_path / "a")))
     assert reference.history["epoch"].tolist() == [1, 2]
     assert reference.history["val_loss"].notna().all() and reference.resumed_from_step == 0
+    # it learns (a trainer that never stepped would resume just as exactly)
+    assert reference.history["train_loss"].iloc[1] < reference.history["train_loss"].iloc[0]
     assert reference.history["bow_loss"].notna().all()
 
     class Interrupt(Exception):

@@ -27,6 +27,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from tqdm.auto import tqdm
 
+from vitrina.models.embedders import l2_normalise
+
 logger = logging.getLogger(__name__)
 
 CANDIDATE_COLUMNS = ["left_id", "right_id", "similarity", "rank"]
@@ -41,11 +43,8 @@ def _faiss():
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
-    """Rows of ``x`` L2-normalised, as a C-contiguous ``float32`` copy ``[N, D]``."""
-    x = np.array(x, dtype=np.float32, order="C", copy=True)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    x /= np.maximum(norms, 1e-12)
-    return x
+    """Rows of ``x`` L2-normalised, as a C-contiguous ``float32`` copy ``[N, D]`` (FAISS)."""
+    return np.ascontiguousarray(l2_normalise(x))
 
 
 @dataclass

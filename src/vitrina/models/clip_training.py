@@ -1115,7 +1115,12 @@ def _train_clip(
     state_dir = Path(state_dir) if state_dir is not None else None
 
     _seed_everything(config.seed)
-    fingerprint = training_fingerprint(config, model, f"{fingerprint_extra}|world={world}")
+    # hashes every starting weight: only when there is a state to resume or write
+    fingerprint = (
+        training_fingerprint(config, model, f"{fingerprint_extra}|world={world}")
+        if state_dir is not None
+        else None
+    )
     model.to(device)
     counts = freeze_parameters(
         model,

@@ -54,6 +54,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vitrina.datasets.embeddings import MODALITIES, Embeddings
+from vitrina.models.embedders import l2_normalise
 
 logger = logging.getLogger(__name__)
 
@@ -163,11 +164,6 @@ def to_float(value: Any) -> float:
         return float(text)
     except ValueError:
         return math.nan
-
-
-def _l2(x: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norm, 1e-12)
 
 
 # ---------------------------------------------------------------------- features
@@ -371,7 +367,7 @@ class PairFeatureBuilder:
         blocks = []
         for m in self.config.modalities:
             x = embeddings.modality(m)
-            a, b = _l2(x[left]), _l2(x[right])
+            a, b = l2_normalise(x[left]), l2_normalise(x[right])
             for f in self.config.embedding_features:
                 if f == "absdiff":
                     blocks.append(np.abs(a - b))

@@ -15,7 +15,8 @@ Layouts (``pair_matching.source``):
 
 Bad input is handled the same way everywhere: pairs naming unknown ids raise (count and
 examples); self-pairs and duplicate pairs (in either order) are dropped and counted;
-items whose embedding has NaN are excluded and counted (and so are their pairs);
+items of the competition layout whose embedding has NaN are excluded and counted (and so
+are their pairs; Vitrina's own NPZ embeddings are finite by construction);
 embeddings of different dimensions raise. Every count lands in the ``report`` table
 (``reason, count, detail``).
 """
@@ -38,6 +39,7 @@ from sklearn.model_selection import GroupShuffleSplit
 from vitrina.datasets.embeddings import Embeddings
 from vitrina.datasets.er_magellan import ErMagellanData
 from vitrina.models.candidates import CandidateIndex
+from vitrina.models.embedders import l2_normalise
 
 logger = logging.getLogger(__name__)
 
@@ -136,14 +138,6 @@ def vectors_from_column(
     return np.asarray(ids, dtype=str), matrix, bad
 
 
-def finite_rows(embeddings: Embeddings) -> np.ndarray:
-    """Boolean ``[N]``: rows whose every modality is finite."""
-    ok = np.ones(len(embeddings), dtype=bool)
-    for arr in (embeddings.text, embeddings.image):
-        ok &= np.isfinite(arr).all(axis=1)
-    return ok
-
-
 def text_embeddings_lsa(
     items: pd.DataFrame,
     fields: list[str],
@@ -186,8 +180,7 @@ def text_embeddings_lsa(
     x = hstack([word.transform(docs), char.transform(docs)]).tocsr()
     k = max(1, min(n_components, x.shape[1] - 1, int(fit_mask.sum()) - 1))
     svd = TruncatedSVD(n_components=k, random_state=seed).fit(x[fit_mask])
-    text = svd.transform(x).astype(np.float32)
-    text /= np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
+    text = l2_normalise(svd.transform(x))
     return Embeddings(
         ids=items["item_id"].astype(str).to_numpy(),
         text=text,
@@ -445,18 +438,15 @@ def products_pair_data(
         params: ``pairs`` block: ``left``, ``right``, ``label`` column names.
     """
     report: list[dict[str, Any]] = []
-    ok = finite_rows(embeddings)
-    excluded = embeddings.ids[~ok]
-    _note(report, "nan_embeddings", int((~ok).sum()), "item excluded")
-    emb = Embeddings(ids=embeddings.ids[ok], text=embeddings.text[ok], image=embeddings.image[ok])
+    # Embeddings are finite by construction (vitrina.datasets.embeddings.Embeddings)
     items = products.assign(item_id=products["product_id"].astype(str))
-    items = items[items["item_id"].isin(set(emb.ids))]
-    emb = emb.align(items["item_id"])
+    items = items[items["item_id"].isin(set(embeddings.ids))]
+    emb = embeddings.align(items["item_id"])
     cols = params.get("pairs", {})
     clean = clean_pairs(
         pairs,
         emb.ids,
-        excluded,
+        None,
         columns=(
             cols.get("left", "left_id"),
             cols.get("right", "right_id"),
@@ -543,9 +533,7 @@ def mining_vectors(embeddings: Embeddings, modality: str) -> np.ndarray:
     L2-normalised first so both weigh the same (``[N, Dt + Di]``)."""
     if modality == "text+image":
         parts = [m for m in (embeddings.text, embeddings.image) if m.shape[1]]
-        return np.concatenate(
-            [p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12) for p in parts], axis=1
-        )
+        return np.concatenate([l2_normalise(p) for p in parts], axis=1)
     return embeddings.modality(modality)
 
 
@@ -644,9 +632,7 @@ def catalogue_pair_data(
         raise KeyError(
             "Catalogue pairs need a 'group_id' products column (see the canonical schema)"
         )
-    ok = finite_rows(embeddings)
-    _note(report, "nan_embeddings", int((~ok).sum()), "item excluded")
-    have = set(embeddings.ids[ok])
+    have = set(embeddings.ids)  # finite by construction (Embeddings)
     items = products.assign(item_id=products["product_id"].astype(str))
     items = (
         items[items["item_id"].isin(have)]
