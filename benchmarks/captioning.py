@@ -137,12 +137,14 @@ def main() -> None:
 
         from vitrina.models.captioner import (
             Int8Linear,
+            auto_threads,
             cpu_supports_bf16,
             load_captioner,
-            resolve_threads,
         )
 
-        resolve_threads(int(args.threads) if str(args.threads).isdigit() else args.threads)
+        threads = auto_threads(int(args.threads) if str(args.threads).isdigit() else args.threads)
+        if threads:
+            torch.set_num_threads(threads)  # this process only measures
         start = time.perf_counter()
         captioner = load_captioner(model_dir, device="cpu", precision=args.precision)
         load_s = time.perf_counter() - start

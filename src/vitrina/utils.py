@@ -56,3 +56,27 @@ def resolve_device(device: str = "auto") -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@contextlib.contextmanager
+def limit_threads(threads: int | None) -> Iterator[None]:
+    """Cap torch intra-op threads and OpenMP/BLAS pools (gradient boosting, FAISS, NumPy)
+    at ``threads`` inside the block, then restore them; ``None`` (or 0) leaves them alone.
+
+    On a machine whose cores are shared, OpenMP pools that spin for busy cores are far
+    slower than one thread (the pair MLP trained 6x slower with 2 threads than with 1 on
+    two loaded cores), hence a per-run knob that never leaks into later nodes.
+    """
+    if not threads:
+        yield
+        return
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        with threadpool_limits(limits=int(threads)):
+            yield
+    finally:
+        torch.set_num_threads(before)

@@ -324,10 +324,16 @@ def test_auto_threads_use_the_cores_other_work_leaves_idle(monkeypatch):
         monkeypatch.setattr(module.os, "cpu_count", lambda: 4)
         torch.set_num_threads(4)
         monkeypatch.setattr(module, "busy_cores", lambda window=0.3: 2.8)
-        assert module.resolve_threads("auto") == 1  # 4 - 2.8 → 1
-        torch.set_num_threads(4)
+        assert module.auto_threads("auto") == 1  # 4 - 2.8 → 1
         monkeypatch.setattr(module, "busy_cores", lambda window=0.3: 0.2)
-        assert module.resolve_threads("auto") == 4
-        assert module.resolve_threads(2) == 2
+        assert module.auto_threads("auto") == 4
+        assert module.auto_threads(2) == 2 and module.auto_threads(None) is None
+        assert torch.get_num_threads() == 4  # computing a count sets nothing
+
+        from vitrina.utils import limit_threads
+
+        with limit_threads(module.auto_threads(2)):
+            assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 4  # restored after the block
     finally:
         torch.set_num_threads(before)

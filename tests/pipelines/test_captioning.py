@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
@@ -119,7 +120,7 @@ def captioning_params(tmp_path) -> dict:
         "batch_size": 16,
         "learning_rate": 0.003,
         "device": "cpu",
-        "num_threads": None,  # leave the test process's thread count alone
+        "num_threads": "auto",  # applied inside training only, restored afterwards
         "num_workers": 1,
         "checkpoint_dir": str(tmp_path / "training"),
         "checkpoint_every_steps": 0,
@@ -168,13 +169,19 @@ def trained(catalogue, tmp_path_factory):
     _, products, manifest, embeddings = catalogue
     tmp_path = tmp_path_factory.mktemp("run")
     params = captioning_params(tmp_path)
-    catalog = run(
-        captioning(baseline="tfidf_svd"),
-        {"captioner": CaptionerDataset(str(tmp_path / "captioner"))},
-        products=products,
-        image_manifest=manifest,
-        **{"tfidf_svd.embeddings": embeddings, "params:captioning": params},
-    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(7)  # a value `num_threads: auto` will not pick on this machine
+    try:
+        catalog = run(
+            captioning(baseline="tfidf_svd"),
+            {"captioner": CaptionerDataset(str(tmp_path / "captioner"))},
+            products=products,
+            image_manifest=manifest,
+            **{"tfidf_svd.embeddings": embeddings, "params:captioning": params},
+        )
+        assert torch.get_num_threads() == 7  # the nodes' thread counts did not leak out
+    finally:
+        torch.set_num_threads(threads)
     return catalog, tmp_path, params
 
 

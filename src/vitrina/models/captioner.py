@@ -57,6 +57,7 @@ __all__ = [
     "Captioner",
     "CaptionerConfig",
     "CaptionerMismatchError",
+    "auto_threads",
     "build_captioner",
     "busy_cores",
     "check_compatible",
@@ -64,7 +65,6 @@ __all__ = [
     "pad_to_square",
     "resolve_dtype",
     "resolve_precision",
-    "resolve_threads",
     "tokenizer_fingerprint",
     "train_bpe_tokenizer",
 ]
@@ -280,20 +280,17 @@ def busy_cores(window: float = 0.3) -> float:
     return cores * (1.0 - (idle1 - idle0) / (total1 - total0))
 
 
-def resolve_threads(num_threads: int | str | None) -> int:
-    """Set and return torch's CPU thread count.
-
-    ``None`` keeps torch's default; an int sets it; ``auto`` uses the cores left idle by
-    other processes (``cpu_count - busy_cores()``, rounded, at least 1): on a shared
-    machine, threads that wait for busy cores make every matmul many times slower than a
-    single thread.
+def auto_threads(num_threads: int | str | None) -> int | None:
+    """Torch CPU threads for ``num_threads``: ``None`` (torch's default, unchanged), a
+    number, or ``auto``: the cores left idle by other processes (``cpu_count -
+    busy_cores()``, rounded, at least 1, at most torch's default). On a shared machine,
+    threads that wait for busy cores make every matmul many times slower than a single
+    thread. Apply it for a block with :func:`vitrina.utils.limit_threads`.
     """
     if num_threads == "auto":
         cores = os.cpu_count() or 1
-        num_threads = max(1, min(torch.get_num_threads(), int(cores - busy_cores() + 0.5)))
-    if num_threads:
-        torch.set_num_threads(int(num_threads))
-    return torch.get_num_threads()
+        return max(1, min(torch.get_num_threads(), int(cores - busy_cores() + 0.5)))
+    return int(num_threads) if num_threads else None
 
 
 #: ``torch._weight_int8pack_mm`` gives wrong results or crashes unless the input width is

@@ -36,12 +36,12 @@ from tqdm.auto import tqdm
 
 from vitrina.models.captioner import (
     Captioner,
+    auto_threads,
     cpu_supports_bf16,
     load_captioner,
     load_image,
-    resolve_threads,
 )
-from vitrina.utils import atomic_path, resolve_device
+from vitrina.utils import atomic_path, limit_threads, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class TrainingConfig:
             ``fp32``, ``bf16``, ``fp16``.
         num_threads: torch CPU threads: ``None`` (torch's default), a number, or ``auto``
             (the cores other processes leave idle, see
-            :func:`vitrina.models.captioner.resolve_threads`).
+            :func:`vitrina.models.captioner.auto_threads`; restored afterwards).
         cache_images: preprocess every image once and keep the tensors (float16) in memory;
             otherwise images are decoded again every epoch.
         num_workers: image decoding threads.
@@ -450,13 +450,44 @@ def train_captioner_model(
         ValueError: empty training or validation split, or paths and texts of different
             lengths.
     """
+    with limit_threads(auto_threads(config.num_threads)):  # restored afterwards
+        return _train_captioner_model(
+            captioner,
+            train_paths,
+            train_texts,
+            val_paths,
+            val_texts,
+            config,
+            train_ids=train_ids,
+            val_ids=val_ids,
+            progress=progress,
+            on_step=on_step,
+            on_epoch=on_epoch,
+        )
+
+
+def _train_captioner_model(
+    captioner: Captioner,
+    train_paths: Sequence[str],
+    train_texts: Sequence[str],
+    val_paths: Sequence[str],
+    val_texts: Sequence[str],
+    config: TrainingConfig,
+    *,
+    train_ids: Sequence[str] | None = None,
+    val_ids: Sequence[str] | None = None,
+    progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainingResult:
+    """:func:`train_captioner_model` with its thread count already applied."""
     if not len(train_paths) or not len(val_paths):
         raise ValueError(
             f"Captioning needs training and validation items, got {len(train_paths)} and {len(val_paths)}"
         )
     if len(train_paths) != len(train_texts) or len(val_paths) != len(val_texts):
         raise ValueError("paths and texts must have the same length")
-    threads = resolve_threads(config.num_threads)
+    threads = torch.get_num_threads()  # set by train_captioner_model
     device = torch.device(resolve_device(config.device))
     autocast = _autocast_dtype(config.precision, device)
     captioner.model.to(device=device, dtype=torch.float32)

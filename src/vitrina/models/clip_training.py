@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from vitrina.utils import atomic_path, resolve_device
+from vitrina.utils import atomic_path, limit_threads, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -1020,20 +1020,6 @@ def _metric_line(m: Mapping[str, float], ks: Sequence[int]) -> str:
     return " | ".join(parts)
 
 
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the body with ``n`` intra-op CPU threads (``None``: unchanged), then restore."""
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def train_clip(
     model: nn.Module,
     train: PairData,
@@ -1085,7 +1071,7 @@ def train_clip(
         ValueError: fewer than 2 training pairs or fewer validation pairs than
             ``max(recall_ks)``.
     """
-    with torch_threads(config.torch_threads):
+    with limit_threads(config.torch_threads):
         return _train_clip(model, train, val, config, state_dir, resume, fingerprint_extra, hooks)
 
 

@@ -21,13 +21,12 @@ The pieces, in the order a pair goes through them:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,7 @@ from tqdm.auto import tqdm
 
 from vitrina.datasets.embeddings import MODALITIES, Embeddings
 from vitrina.models.embedders import l2_normalise
+from vitrina.utils import limit_threads
 
 logger = logging.getLogger(__name__)
 
@@ -96,29 +96,6 @@ _SQUASH = re.compile(r"[\s\-/\._]+")
 
 
 # ---------------------------------------------------------------------- threads
-@contextlib.contextmanager
-def limit_threads(threads: int | None) -> Iterator[None]:
-    """Cap torch intra-op threads and OpenMP/BLAS pools (gradient boosting, FAISS, NumPy)
-    at ``threads`` inside the block; ``None`` leaves them alone.
-
-    On a machine whose cores are shared, OpenMP pools that spin for busy cores are far
-    slower than one thread (the MLP trained 6x slower with 2 threads than with 1 on two
-    loaded cores), hence the per-run knob.
-    """
-    if not threads:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
-    try:
-        with threadpool_limits(limits=int(threads)):
-            yield
-    finally:
-        torch.set_num_threads(before)
-
-
 # ---------------------------------------------------------------------- text helpers
 def tokens(text: str) -> set[str]:
     """Lower-cased word tokens (``\\w+``) of ``text``."""

@@ -16,13 +16,14 @@ from PIL import Image
 from vitrina.datasets.embeddings import Embeddings
 from vitrina.models.captioner import (
     Captioner,
+    auto_threads,
     build_captioner,
     caption_paths,
     count_parameters,
-    resolve_threads,
     select_config,
 )
 from vitrina.models.captioner_training import TrainingConfig, train_captioner_model
+from vitrina.utils import limit_threads
 
 logger = logging.getLogger(__name__)
 
@@ -269,39 +270,40 @@ def caption_test_split(
         RuntimeError: a test image cannot be read (processed images should all be).
     """
     settings = params.get("evaluation") or {}
-    resolve_threads(settings.get("num_threads"))
-    captioner.to(settings.get("device", "auto"), settings.get("precision", "auto"))
-    test = _split(splits, "test")
-    max_items = settings.get("max_items")
-    if max_items:
-        test = test.iloc[: int(max_items)]
-    out = pd.DataFrame({"product_id": test["product_id"], "reference": test["description"]})
-    for decoding in settings.get("decodings", ["greedy", "beam"]):
-        start = time.perf_counter()
-        rows = caption_paths(
-            captioner,
-            test["processed_path"].tolist(),
-            batch_size=int(settings.get("batch_size", 32)),
-            decoding=decoding,
-            num_workers=int(settings.get("num_workers", 1)),
-            **(params.get("generation") or {}),
-        )
-        failed = [r for r in rows if r["status"] != "ok"]
-        if failed:
-            raise RuntimeError(
-                f"{len(failed)} test images could not be read (e.g. {failed[0]['path']}: "
-                f"{failed[0]['error']}); rerun `kedro run --pipeline=image_processing`"
+    with limit_threads(auto_threads(settings.get("num_threads"))):  # restored afterwards
+        captioner.to(settings.get("device", "auto"), settings.get("precision", "auto"))
+        test = _split(splits, "test")
+        max_items = settings.get("max_items")
+        if max_items:
+            test = test.iloc[: int(max_items)]
+        out = pd.DataFrame({"product_id": test["product_id"], "reference": test["description"]})
+        for decoding in settings.get("decodings", ["greedy", "beam"]):
+            start = time.perf_counter()
+            rows = caption_paths(
+                captioner,
+                test["processed_path"].tolist(),
+                batch_size=int(settings.get("batch_size", 32)),
+                decoding=decoding,
+                num_workers=int(settings.get("num_workers", 1)),
+                **(params.get("generation") or {}),
             )
-        out[decoding] = [r["caption"] for r in rows]
-        seconds = time.perf_counter() - start
-        logger.info(
-            "captioning: %d test images captioned (%s, %s) in %.1f s (%.3f s/image)",
-            len(test),
-            decoding,
-            captioner.precision,
-            seconds,
-            seconds / max(len(test), 1),
-        )
+            failed = [r for r in rows if r["status"] != "ok"]
+            if failed:
+                raise RuntimeError(
+                    f"{len(failed)} test images could not be read (e.g. {failed[0]['path']}: "
+                    f"{failed[0]['error']}); rerun `kedro run --pipeline=image_processing`"
+                )
+            out[decoding] = [r["caption"] for r in rows]
+            seconds = time.perf_counter() - start
+            logger.info(
+                "captioning: %d test images captioned (%s, %s) in %.1f s (%.3f s/image)",
+                len(test),
+                decoding,
+                captioner.precision,
+                seconds,
+                seconds / max(len(test), 1),
+            )
+
     return out
 
 

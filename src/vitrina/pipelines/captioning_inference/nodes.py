@@ -9,7 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from vitrina.models.captioner import Captioner, caption_paths, resolve_threads
+from vitrina.models.captioner import Captioner, auto_threads, caption_paths
+from vitrina.utils import limit_threads
 
 logger = logging.getLogger(__name__)
 
@@ -100,18 +101,18 @@ def caption_images(
     Returns:
         ``path, caption, status, error`` in input order.
     """
-    resolve_threads(params.get("num_threads"))
-    captioner.to(params.get("device", "auto"), params.get("precision", "auto"))
-    start = time.perf_counter()
-    rows = caption_paths(
-        captioner,
-        images["path"].tolist(),
-        batch_size=int(params.get("batch_size", 16)),
-        decoding=params.get("decoding", "greedy"),
-        pad_square=bool(params.get("pad_to_square", True)),
-        num_workers=int(params.get("num_workers", 1)),
-        **(params.get("generation") or {}),
-    )
+    with limit_threads(auto_threads(params.get("num_threads"))):  # restored afterwards
+        captioner.to(params.get("device", "auto"), params.get("precision", "auto"))
+        start = time.perf_counter()
+        rows = caption_paths(
+            captioner,
+            images["path"].tolist(),
+            batch_size=int(params.get("batch_size", 16)),
+            decoding=params.get("decoding", "greedy"),
+            pad_square=bool(params.get("pad_to_square", True)),
+            num_workers=int(params.get("num_workers", 1)),
+            **(params.get("generation") or {}),
+        )
     out = pd.DataFrame(rows, columns=CAPTION_COLUMNS)
     seconds = time.perf_counter() - start
     n_bad = int((out["status"] != "ok").sum())

@@ -291,8 +291,8 @@ def evaluate_retrieval_split(
         :func:`vitrina.models.clip_training.evaluate_retrieval` metrics (floats), chance
         levels included.
     """
-    from vitrina.models.clip_training import evaluate_retrieval, resolve_precision, torch_threads
-    from vitrina.utils import resolve_device
+    from vitrina.models.clip_training import evaluate_retrieval, resolve_precision
+    from vitrina.utils import limit_threads, resolve_device
 
     config = TrainConfig.from_dict(params.get("train"))
     val = pairs[pairs["split"] == "val"].reset_index(drop=True)
@@ -306,7 +306,7 @@ def evaluate_retrieval_split(
     )
     device = resolve_device(config.device)
     model = checkpoint.model.to(device)
-    with torch_threads(config.torch_threads):
+    with limit_threads(config.torch_threads):
         metrics = evaluate_retrieval(
             model,
             data,
