@@ -37,10 +37,11 @@ from tqdm.auto import tqdm
 from vitrina.models.captioner import (
     Captioner,
     auto_threads,
-    cpu_supports_bf16,
     load_captioner,
     load_image,
+    resolve_dtype,
 )
+from vitrina.models.clip_training import parameter_groups
 from vitrina.utils import atomic_path, limit_threads, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -272,27 +273,16 @@ def _fingerprint(
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else None
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"training precision must be auto|fp32|bf16|fp16, got {precision!r}")
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    """Autocast dtype of training (``None``: fp32), by inference's rules
+    (:func:`vitrina.models.captioner.resolve_dtype`); ``int8`` is for inference only.
 
-
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if param.ndim < 2 or "norm" in name.lower() or "ln_" in name else decay).append(
-            param
-        )
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    Raises:
+        ValueError: an unknown precision, or ``int8``.
+    """
+    if precision == "int8":
+        raise ValueError("training precision must be auto|fp32|bf16|fp16 (int8 is for inference)")
+    dtype = resolve_dtype(precision, device.type)
+    return None if dtype == torch.float32 else dtype
 
 
 def _step_seed(seed: int, *keys: int) -> int:
@@ -399,14 +389,43 @@ def validation_loss(
     for start in range(0, len(targets), batch_size):
         index = order[start : start + batch_size]
         batch = captioner.collate_targets([targets[i] for i in index])
-        with torch.autocast(
-            captioner.device.type, dtype=autocast or torch.float32, enabled=autocast is not None
-        ):
+        with _amp(captioner.device.type, autocast):
             loss, n, _ = _loss(captioner, pixels.get(index), batch)
         total += float(loss) * n
         tokens += n
     model.train(was_training)
     return total / max(tokens, 1)
+
+
+def _amp(device_type: str, dtype: torch.dtype | None) -> Any:
+    """Autocast to ``dtype`` on ``device_type``; no autocast for ``None`` (fp32)."""
+    return torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def _hflip(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror a random half of the images ``[B, 3, H, W]`` (in place; returns them)."""
+    flip = torch.rand(len(pixels), generator=generator) < 0.5
+    pixels[flip] = pixels[flip].flip(-1)
+    return pixels
+
+
+def _optimiser_step(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    params: Any,
+    grad_clip: float | None,
+) -> None:
+    """Backward (scaled for fp16), clip the gradient norm, step optimiser and schedule."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip and grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
 
 
 # ---------------------------------------------------------------------------- training
@@ -528,7 +547,8 @@ def _train_captioner_model(
             {"encoder": captioner.model.encoder, "bow_head": bow_head}
         )
         pre_optimizer = torch.optim.AdamW(
-            _param_groups(encoder_and_head, config.weight_decay), lr=config.pretrain_learning_rate
+            parameter_groups(encoder_and_head, config.weight_decay),
+            lr=config.pretrain_learning_rate,
         )
         pre_total = steps_per_epoch * config.pretrain_epochs
         pre_scheduler = get_cosine_schedule_with_warmup(
@@ -538,7 +558,7 @@ def _train_captioner_model(
     if bow_head is not None and config.bow_weight > 0:
         trained["bow_head"] = bow_head
     optimizer = torch.optim.AdamW(
-        _param_groups(trained, config.weight_decay), lr=config.learning_rate
+        parameter_groups(trained, config.weight_decay), lr=config.learning_rate
     )
     scheduler = get_cosine_schedule_with_warmup(
         optimizer, int(round(config.warmup_ratio * total_steps)), total_steps
@@ -655,23 +675,20 @@ def _train_captioner_model(
             torch.manual_seed(_step_seed(config.seed, 5_000_011, epoch, k))
             pixels = train_pixels.get(index)
             if config.hflip:
-                flip = torch.rand(len(index), generator=gen) < 0.5
-                pixels[flip] = pixels[flip].flip(-1)
-            with torch.autocast(
-                device.type, dtype=autocast or torch.float32, enabled=autocast is not None
-            ):
+                _hflip(pixels, gen)
+            with _amp(device.type, autocast):
                 encoded = model.encoder(pixel_values=pixels.to(device)).last_hidden_state
                 loss = bag_of_words_loss(
                     bow_head, encoded, bow_present[torch.as_tensor(index)], bow_idf
                 )
-            pre_optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if config.grad_clip and config.grad_clip > 0:
-                scaler.unscale_(pre_optimizer)
-                torch.nn.utils.clip_grad_norm_(encoder_and_head.parameters(), config.grad_clip)
-            scaler.step(pre_optimizer)
-            scaler.update()
-            pre_scheduler.step()
+            _optimiser_step(
+                loss,
+                pre_optimizer,
+                pre_scheduler,
+                scaler,
+                encoder_and_head.parameters(),
+                config.grad_clip,
+            )
             loss_sum += float(loss.detach())
         state["pretrain_epoch"] = epoch + 1
         logger.info(
@@ -705,8 +722,7 @@ def _train_captioner_model(
             torch.manual_seed(_step_seed(config.seed, 2_000_003, state["global_step"]))
             pixels = train_pixels.get(index)
             if config.hflip:
-                flip = torch.rand(len(index), generator=gen) < 0.5
-                pixels[flip] = pixels[flip].flip(-1)
+                _hflip(pixels, gen)
             batch = captioner.collate_targets([train_targets[i] for i in index])
             if config.token_dropout > 0:
                 inputs = batch["decoder_input_ids"]
@@ -715,9 +731,7 @@ def _train_captioner_model(
                 batch["decoder_input_ids"] = inputs.masked_fill(
                     drop, captioner.tokenizer.pad_token_id
                 )
-            with torch.autocast(
-                device.type, dtype=autocast or torch.float32, enabled=autocast is not None
-            ):
+            with _amp(device.type, autocast):
                 loss, n_tokens, bow = _loss(
                     captioner,
                     pixels,
@@ -728,14 +742,9 @@ def _train_captioner_model(
                     else None,
                 )
             total = loss if bow is None else loss + config.bow_weight * bow
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            if config.grad_clip and config.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(trained.parameters(), config.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            _optimiser_step(
+                total, optimizer, scheduler, scaler, trained.parameters(), config.grad_clip
+            )
             loss_value = float(loss.detach())
             state["epoch_loss_sum"] += loss_value * n_tokens
             if bow is not None:
