@@ -14,11 +14,9 @@ contain, :func:`match_groups` joins accepted pairs into connected components.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +26,7 @@ from scipy.sparse.csgraph import connected_components
 from tqdm.auto import tqdm
 
 from vitrina.models.embedders import l2_normalise
+from vitrina.utils import limit_threads  # threadpoolctl also caps FAISS's OpenMP pool
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +129,7 @@ class CandidateIndex:
         if kind == "auto":
             kind = "flat" if n <= cfg.exact_max else cfg.approximate
         start = time.perf_counter()
-        with _faiss_threads(cfg.threads):
+        with limit_threads(cfg.threads):
             if kind == "flat":
                 index = faiss.IndexFlatIP(d)
             elif kind == "hnsw":
@@ -195,26 +194,11 @@ class CandidateIndex:
             disable=None if len(starts) > 1 else True,
             leave=False,
         )
-        with _faiss_threads(self.config.threads):
+        with limit_threads(self.config.threads):
             for s in bar:
                 q = normalise(queries[s : s + batch_size])  # per batch: no full copy
                 sims[s : s + batch_size], rows[s : s + batch_size] = self.index.search(q, k)
         return sims, rows
-
-
-@contextlib.contextmanager
-def _faiss_threads(threads: int | None) -> Iterator[None]:
-    """FAISS OpenMP threads set to ``threads`` inside the block (restored after)."""
-    if not threads:
-        yield
-        return
-    faiss = _faiss()
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
 
 
 def candidate_pairs(

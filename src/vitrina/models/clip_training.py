@@ -43,6 +43,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+from transformers import set_seed
 
 from vitrina.utils import atomic_path, limit_threads, resolve_device
 
@@ -993,12 +994,6 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate(state["python"])
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def load_training_state(state_dir: str | Path) -> dict[str, Any] | None:
     """The checkpoint in ``state_dir`` (``state.pt``), or ``None`` when there is none."""
     path = Path(state_dir) / STATE_FILE
@@ -1100,7 +1095,7 @@ def _train_clip(
     precision = resolve_precision(config.precision, device)
     state_dir = Path(state_dir) if state_dir is not None else None
 
-    _seed_everything(config.seed)
+    set_seed(config.seed)  # transformers: Python, NumPy, torch (CPU and CUDA)
     # hashes every starting weight: only when there is a state to resume or write
     fingerprint = (
         training_fingerprint(config, model, f"{fingerprint_extra}|world={world}")
