@@ -969,12 +969,6 @@ class PairMatcher:
                 out[s : s + batch_size] = self.estimator.predict_proba(x)[:, 1]
         return out
 
-    def predict(self, left_ids, right_ids, items, embeddings) -> np.ndarray:
-        """``int64 [P]``: 1 where the match probability reaches :attr:`threshold`."""
-        return (
-            self.predict_proba(left_ids, right_ids, items, embeddings) >= self.threshold
-        ).astype(np.int64)
-
     # -- persistence
     def save(self, path: str | Path) -> None:
         """Write ``config.json``, ``features.joblib`` and the estimator into the directory
@@ -1152,6 +1146,28 @@ def fit_pair_matchers(
         return _fit_pair_matchers(train, val, items, embeddings, features, classifiers, seed)
 
 
+def fit_feature_builder(
+    train: pd.DataFrame,
+    items: pd.DataFrame | None,
+    embeddings: Embeddings | None,
+    features: FeatureConfig | dict[str, Any],
+) -> PairFeatureBuilder:
+    """A :class:`PairFeatureBuilder` fitted on the items of the training pairs only (the
+    string vectorisers never see validation or test items).
+
+    Args:
+        train: pairs ``left_id, right_id`` (strings or castable).
+        items: item records indexed by id (``None``: embeddings only).
+    """
+    fit_items = None
+    if items is not None:
+        used = pd.unique(
+            np.concatenate([train["left_id"].astype(str), train["right_id"].astype(str)])
+        )
+        fit_items = items.loc[items.index.intersection(used)]
+    return PairFeatureBuilder(features).fit(fit_items, embeddings)
+
+
 def _fit_pair_matchers(
     train: pd.DataFrame,
     val: pd.DataFrame,
@@ -1162,13 +1178,7 @@ def _fit_pair_matchers(
     seed: int,
 ) -> tuple[dict[str, PairMatcher], dict[str, pd.DataFrame]]:
     check_labels(train["label"].to_numpy())
-    fit_items = None
-    if items is not None:
-        used = pd.unique(
-            np.concatenate([train["left_id"].astype(str), train["right_id"].astype(str)])
-        )
-        fit_items = items.loc[items.index.intersection(used)]
-    builder = PairFeatureBuilder(features).fit(fit_items, embeddings)
+    builder = fit_feature_builder(train, items, embeddings, features)
     x_tr = builder.transform(train["left_id"], train["right_id"], items, embeddings)
     x_va = builder.transform(val["left_id"], val["right_id"], items, embeddings)
     y_tr, y_va = train["label"].to_numpy().astype(int), val["label"].to_numpy().astype(int)

@@ -291,7 +291,7 @@ class PairClassifierTarget(TuningTarget):
         embeddings: Any,
         pair_splits: pd.DataFrame,
     ) -> None:
-        from vitrina.models.pair_classifier import PairFeatureBuilder, check_labels
+        from vitrina.models.pair_classifier import check_labels, fit_feature_builder
         from vitrina.pipelines.pair_matching.nodes import _indexed, _variant_features
 
         pm = parameters["pair_matching"]
@@ -321,17 +321,9 @@ class PairClassifierTarget(TuningTarget):
                     f"tuning target pair_classifier: the {name} split has no pairs "
                     f"({len(pair_splits)} pairs in all)"
                 )
-        # The step's feature builder: fitted on the items of the training pairs only
-        # (vitrina.models.pair_classifier.fit_pair_matchers does the same).
-        train = parts["train"]
-        used = pd.unique(
-            np.concatenate([train["left_id"].astype(str), train["right_id"].astype(str)])
-        )
         features = _variant_features(pm, variants[self.variant], items)
-        with limit_threads(self.threads):
-            builder = PairFeatureBuilder(features).fit(
-                items.loc[items.index.intersection(used)], embeddings
-            )
+        with limit_threads(self.threads):  # the step's feature builder, fitted as it does
+            builder = fit_feature_builder(parts["train"], items, embeddings, features)
             self.x = {
                 s: builder.transform(p["left_id"], p["right_id"], items, embeddings)
                 for s, p in parts.items()
