@@ -236,7 +236,11 @@ def test_clip_target_validates_on_the_training_split_and_tests_on_the_steps_vali
     assert report.steps == [1, 2, 3]  # validation mean recall after every epoch
     assert value == pytest.approx(max(report.values))  # the step keeps its best epoch
     assert all(0 <= v <= 1 for v in report.values)
+    # the best trial's model is kept from its trial, not trained again for the test score
+    retrain = target._train
+    target._train = lambda *args, **kwargs: pytest.fail("the best trial was trained again")
     assert 0 <= target.test_score(defaults) <= 1
+    target._train = retrain
     # the base model, the step's state directory and the trials' directories: untouched / gone
     assert all(torch_equal(before[k], v) for k, v in bundle.model.state_dict().items())
     assert not (root / "step_state").exists()

@@ -58,6 +58,23 @@ class TuningTarget(ABC):
     def test_score(self, params: dict[str, Any]) -> float:
         """The test-split metric of a parameter set (reported once, for the best trial)."""
 
+    #: (params, value, trained model) of this session's best completed trial
+    _best: tuple[dict[str, Any], float, Any] | None = None
+
+    def _keep(self, params: dict[str, Any], value: float, trained: Any) -> float:
+        """Remember ``trained`` when ``value`` is this session's best so far, so that
+        :meth:`test_score` of the best trial need not train it again; returns ``value``."""
+        if self._best is None or (
+            value > self._best[1] if self.direction == "maximize" else value < self._best[1]
+        ):
+            self._best = (dict(params), float(value), trained)
+        return value
+
+    def _kept(self, params: dict[str, Any]) -> Any:
+        """The model :meth:`_keep` remembered for ``params``, else ``None`` (e.g. the best
+        trial ran in an earlier session of the study)."""
+        return self._best[2] if self._best is not None and self._best[0] == params else None
+
     def default_value(self) -> float | None:
         """Validation metric of the step's own settings when they cannot be a trial.
 
@@ -564,17 +581,19 @@ class ClipFinetuneTarget(TuningTarget):
 
     def objective(self, params: dict[str, Any], report: Reporter) -> float:
         result, _ = self._train(params, [_EpochReporter(report)])
-        return float(result.best_metrics["mean_recall"])
+        return self._keep(params, float(result.best_metrics["mean_recall"]), result.model)
 
     def test_score(self, params: dict[str, Any]) -> float:
         import torch
 
         from vitrina.models.clip_training import evaluate_retrieval, resolve_precision
 
-        result, config = self._train(params, [])
-        device = next(result.model.parameters()).device
+        model, config = self._kept(params), self._config(params)
+        if model is None:
+            model = self._train(params, [])[0].model
+        device = next(model.parameters()).device
         metrics = evaluate_retrieval(
-            result.model,
+            model,
             self.data["test"],
             config.recall_ks,
             batch_size=config.eval_batch_size,
@@ -693,12 +712,14 @@ class CaptioningTarget(TuningTarget):
 
     def objective(self, params: dict[str, Any], report: Reporter) -> float:
         result = self._train(params, lambda row: report(row["val_loss"], int(row["epoch"])))
-        return float(result.best_val_loss)
+        return self._keep(params, float(result.best_val_loss), result.captioner)
 
     def test_score(self, params: dict[str, Any]) -> float:
         from vitrina.pipelines.captioning.nodes import caption_test_split, corpus_sacrebleu
 
-        captioner = self._train(params).captioner
+        captioner = self._kept(params)
+        if captioner is None:
+            captioner = self._train(params).captioner
         evaluation = dict(self.step.get("evaluation") or {})
         evaluation["decodings"] = ["greedy"]
         if self.max_test_items:
