@@ -177,6 +177,15 @@ def test_caption_paths_reports_unreadable_images(tiny, images, tmp_path):
     assert all(isinstance(r["caption"], str) for r in rows)
     assert caption_paths(tiny, [], progress=False) == []
 
+    # Several decodings in one pass: the same captions as one pass per decoding.
+    both = caption_paths(tiny, paths, batch_size=2, decoding=["greedy", "beam"], progress=False)
+    beam = caption_paths(tiny, paths, batch_size=2, decoding="beam", progress=False)
+    assert [r["status"] for r in both] == [r["status"] for r in rows]
+    ok = [i for i, r in enumerate(rows) if r["status"] == "ok"]
+    assert [both[i]["captions"]["greedy"] for i in ok] == [rows[i]["caption"] for i in ok]
+    assert [both[i]["captions"]["beam"] for i in ok] == [beam[i]["caption"] for i in ok]
+    assert [both[i]["caption"] for i in ok] == [rows[i]["caption"] for i in ok]
+
 
 def test_pad_to_square_centres_on_white():
     img = pad_to_square(Image.new("RGB", (20, 10), (0, 0, 0)))

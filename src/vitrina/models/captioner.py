@@ -1006,7 +1006,7 @@ def caption_paths(
     paths: Sequence[str | Path],
     *,
     batch_size: int = 16,
-    decoding: str = "greedy",
+    decoding: str | Sequence[str] = "greedy",
     pad_square: bool = True,
     num_workers: int = 1,
     progress: bool = True,
@@ -1021,7 +1021,8 @@ def caption_paths(
         captioner: the loaded captioner (moved to its device/precision beforehand).
         paths: image files.
         batch_size: images per forward pass.
-        decoding: ``greedy`` or ``beam``.
+        decoding: ``greedy`` or ``beam``, or several: each image is then read and
+            preprocessed once and captioned by each decoding in turn.
         pad_square: pad non-square images to a square on white before resizing.
         num_workers: decoding threads.
         progress: show a tqdm bar (``disable=None``: only on a terminal).
@@ -1029,8 +1030,11 @@ def caption_paths(
 
     Returns:
         One dict per path, in order: ``path``, ``caption`` (``""`` on error), ``status``
-        (``ok`` | ``error``), ``error`` (``""`` or the exception's type and message).
+        (``ok`` | ``error``), ``error`` (``""`` or the exception's type and message); with
+        several decodings ``caption`` is the first one's and ``captions`` maps each
+        decoding to its caption.
     """
+    decodings = [decoding] if isinstance(decoding, str) else list(decoding)
 
     def load(batch: Sequence[str | Path]) -> list[Image.Image | Exception]:
         out: list[Image.Image | Exception] = []
@@ -1046,7 +1050,7 @@ def caption_paths(
     slices = list(_batches(len(paths), max(1, int(batch_size))))
     bar = tqdm(
         total=len(paths),
-        desc=f"caption ({decoding})",
+        desc=f"caption ({', '.join(decodings)})",
         unit="img",
         disable=None if progress else True,
     )
@@ -1056,12 +1060,23 @@ def caption_paths(
             loaded = pending.result()
             pending = pool.submit(load, paths[slices[k + 1]]) if k + 1 < len(slices) else None
             good = [img for img in loaded if isinstance(img, Image.Image)]
-            captions = iter(captioner.caption_images(good, decoding, **overrides))
+            pixels = captioner.pixel_values(good) if good else None
+            per_decoding = {
+                d: iter(captioner.generate(pixels, d, **overrides) if good else [])
+                for d in decodings
+            }
             for path, img in zip(paths[sl], loaded, strict=True):
                 if isinstance(img, Image.Image):
-                    results.append(
-                        {"path": str(path), "caption": next(captions), "status": "ok", "error": ""}
-                    )
+                    captions = {d: next(it) for d, it in per_decoding.items()}
+                    row = {
+                        "path": str(path),
+                        "caption": captions[decodings[0]],
+                        "status": "ok",
+                        "error": "",
+                    }
+                    if len(decodings) > 1:
+                        row["captions"] = captions
+                    results.append(row)
                 else:
                     results.append(
                         {
