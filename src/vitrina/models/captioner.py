@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from vitrina.utils import atomic_path, resolve_device
@@ -460,10 +460,8 @@ def pad_to_square(image: Image.Image, background: Sequence[int] = (255, 255, 255
     w, h = image.size
     if w == h:
         return image
-    side = max(w, h)
-    canvas = Image.new("RGB", (side, side), tuple(int(c) for c in background))
-    canvas.paste(image, ((side - w) // 2, (side - h) // 2))
-    return canvas
+    side = max(w, h)  # no resampling: the image keeps its pixels, only borders are added
+    return ImageOps.pad(image, (side, side), color=tuple(int(c) for c in background))
 
 
 def load_image(path: str | Path, square: bool = True) -> Image.Image:
