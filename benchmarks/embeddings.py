@@ -28,91 +28,34 @@ from __future__ import annotations
 
 import argparse
 import gc
-import multiprocessing
 import os
-import platform
-import resource
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_HM_DIR = REPO.parent / "shared" / "data" / "hm"
-
-#: ``ai-forever/ruclip-vit-base-patch32-384`` (its config.json), weights drawn at random.
-RUCLIP_B32_384 = dict(
-    embed_dim=512,
-    image_resolution=384,
-    vision_layers=12,
-    vision_width=768,
-    vision_patch_size=32,
-    context_length=77,
-    vocab_size=49408,
-    transformer_width=512,
-    transformer_heads=8,
-    transformer_layers=12,
+from _common import (
+    DEFAULT_HM_DIR,
+    RUCLIP_B32_384,
+    _hwm_mib,
+    _peak_rss_mib,
+    _ref_transform,
+    _reset_hwm,
+    _sync,
+    device_name,
+    load_inputs,
+    print_table,
+    run_isolated,
 )
+
 REF_BATCH_SIZE = 8  # ruclip.Predictor(bs=8)
 FP32_MIN_COSINE = 0.9999
 LOW_PRECISION_MIN_COSINE = 0.99
 
 
-# ---------------------------------------------------------------------- inputs
-def load_inputs(n: int, hm_dir: Path, tmp: Path) -> tuple[list[str], list[str], str]:
-    """``n`` titles and image paths: H&M articles with an image, else the demo catalogue."""
-    import pandas as pd
-
-    articles = hm_dir / "articles.csv"
-    if articles.is_file():
-        df = pd.read_csv(articles, usecols=["article_id", "prod_name"], dtype={"article_id": str})
-        titles, paths = [], []
-        for aid, name in zip(df["article_id"], df["prod_name"], strict=True):
-            image = hm_dir / "images" / aid[:3] / f"{aid}.jpg"
-            if image.is_file():
-                titles.append("" if pd.isna(name) else str(name))
-                paths.append(str(image))
-                if len(titles) == n:
-                    break
-        if titles:
-            return titles, paths, f"H&M articles ({hm_dir})"
-
-    from vitrina.demo import generate_demo_catalogue
-
-    out = tmp / "demo"
-    df = generate_demo_catalogue(out, n_products=n, n_defects=0)
-    return (
-        df["name"].astype(str).tolist(),
-        [str(out / "images" / p) for p in df["picture"]],
-        f"demo catalogue (generated, {hm_dir} not found)",
-    )
-
-
 # ---------------------------------------------------------------------- reference loop
-def _ref_transform(path: str, resolution: int, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """ruclip.RuCLIPProcessor image transform in PIL + numpy: ``float32 [3, R, R]``.
-
-    ``RandomResizedCrop(R, scale=(1, 1), ratio=(1, 1))`` falls back to a centre square crop
-    of the short side, then a bilinear resize to ``R``; ``ToTensor`` + ``Normalize``.
-    """
-    from PIL import Image
-
-    with Image.open(path) as img:
-        img = img.convert("RGB")
-    w, h = img.size
-    side = min(w, h)
-    left, top = int(round((w - side) / 2.0)), int(round((h - side) / 2.0))
-    img = img.crop((left, top, left + side, top + side)).resize(
-        (resolution, resolution), Image.Resampling.BILINEAR
-    )
-    x = np.asarray(img, dtype=np.float32) / 255.0
-    return ((x - mean) / std).transpose(2, 0, 1)
-
-
 class ReferencePredictor:
     """The old ``ruclip.Predictor`` way: batch 8, main-thread PIL, 77-token padding, fp32."""
 
@@ -164,46 +107,12 @@ class ReferencePredictor:
 
 
 # ---------------------------------------------------------------------- one measured path
-def _peak_rss_mib() -> float:
-    """Peak resident set size of this process so far (``getrusage``), MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _reset_hwm() -> bool:
-    """Reset the kernel's RSS high-water mark to the current RSS (Linux ``clear_refs``).
-
-    ``getrusage`` cannot be reset (it also keeps the high-water mark of exited threads),
-    so the peak after the reset is read back from ``VmHWM`` by :func:`_hwm_mib`.
-    """
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return _hwm_mib() is not None
-
-
-def _hwm_mib() -> float | None:
-    """``VmHWM`` (peak RSS since start or the last :func:`_reset_hwm`), MiB; None if unknown."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def _cpu_s() -> float:
     """User + system CPU seconds of this process (all threads)."""
     t = os.times()
     return t.user + t.system
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
 
 
 def run_path(
@@ -274,29 +183,7 @@ def run_path(
     }
 
 
-def run_isolated(isolate: bool, *args: Any) -> dict[str, Any]:
-    """:func:`run_path` in a fresh spawned process (own peak RSS, clean allocator state)."""
-    if not isolate:
-        return run_path(*args)
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(run_path, *args).result()
-
-
 # ---------------------------------------------------------------------- report
-def device_name(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda"):
-        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu ({cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
 
 
 def _loadavg(flag: bool = True) -> str:
@@ -317,22 +204,6 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
     return np.sum(a.astype(np.float64) * b, axis=1)
-
-
-def print_table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def fmt(cells: list[str]) -> str:
-        # Text columns (path, precision) left-aligned, figures right-aligned.
-        return "  ".join(
-            c.ljust(w) if i < 2 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    print(fmt(header))
-    print(fmt(["-" * w for w in widths]))
-    for r in rows:
-        print(fmt(r))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -417,10 +288,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
 
         common = (str(checkpoint), titles, paths, device, args.batch_size, args.num_workers)
-        results = [run_isolated(not args.no_isolate, "reference", "fp32", *common, args.warmup)]
+        results = [
+            run_isolated(run_path, not args.no_isolate, "reference", "fp32", *common, args.warmup)
+        ]
         for precision in args.precisions:
             results.append(
-                run_isolated(not args.no_isolate, "vitrina", precision, *common, args.warmup)
+                run_isolated(
+                    run_path, not args.no_isolate, "vitrina", precision, *common, args.warmup
+                )
             )
 
     header = [

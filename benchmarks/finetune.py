@@ -32,110 +32,33 @@ The last line of stdout is ``speedup=<best Vitrina pairs/s / reference pairs/s>`
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
-import platform
-import resource
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_HM_DIR = REPO.parent / "shared" / "data" / "hm"
-
-#: ``ai-forever/ruclip-vit-base-patch32-384`` (its config.json), weights drawn at random.
-RUCLIP_B32_384 = dict(
-    embed_dim=512,
-    image_resolution=384,
-    vision_layers=12,
-    vision_width=768,
-    vision_patch_size=32,
-    context_length=77,
-    vocab_size=49408,
-    transformer_width=512,
-    transformer_heads=8,
-    transformer_layers=12,
+from _common import (
+    DEFAULT_HM_DIR,
+    RUCLIP_B32_384,
+    _hwm_mib,
+    _peak_rss_mib,
+    _ref_transform,
+    _reset_hwm,
+    _sync,
+    device_name,
+    load_inputs,
+    print_table,
+    run_isolated,
 )
+
 BATCH_SIZE = 32  # the seed system's batch
 LR = 6e-5  # the seed system's learning rate
 
 
-# ---------------------------------------------------------------------- inputs
-def load_inputs(n: int, hm_dir: Path, tmp: Path) -> tuple[list[str], list[str], str]:
-    """``n`` titles and image paths: H&M articles with an image, else the demo catalogue."""
-    import pandas as pd
-
-    articles = hm_dir / "articles.csv"
-    if articles.is_file():
-        df = pd.read_csv(articles, usecols=["article_id", "prod_name"], dtype={"article_id": str})
-        titles, paths = [], []
-        for aid, name in zip(df["article_id"], df["prod_name"], strict=True):
-            image = hm_dir / "images" / aid[:3] / f"{aid}.jpg"
-            if image.is_file() and isinstance(name, str) and name.strip():
-                titles.append(name)
-                paths.append(str(image))
-                if len(titles) == n:
-                    break
-        if len(titles) == n:
-            return titles, paths, f"H&M articles ({hm_dir})"
-
-    from vitrina.demo import generate_demo_catalogue
-
-    out = tmp / "demo"
-    df = generate_demo_catalogue(out, n_products=n, n_defects=0)
-    return (
-        df["name"].astype(str).tolist(),
-        [str(out / "images" / p) for p in df["picture"]],
-        f"demo catalogue (generated, {hm_dir} not found)",
-    )
-
-
-# ---------------------------------------------------------------------- memory
-def _peak_rss_mib() -> float:
-    """Peak resident set size of this process so far (``getrusage``), MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the peak RSS to the current RSS (Linux ``clear_refs``); False if unsupported."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def _vm_hwm_mib() -> float | None:
-    """``VmHWM`` of ``/proc/self/status`` (peak RSS since the last reset), MiB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
 # ---------------------------------------------------------------------- the two loops
-def _ref_transform(path: str, resolution: int, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """ruclip.RuCLIPProcessor image transform in PIL + numpy: ``float32 [3, R, R]``."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        img = img.convert("RGB")
-    w, h = img.size
-    side = min(w, h)
-    left, top = int(round((w - side) / 2.0)), int(round((h - side) / 2.0))
-    img = img.crop((left, top, left + side, top + side)).resize(
-        (resolution, resolution), Image.Resampling.BILINEAR
-    )
-    x = np.asarray(img, dtype=np.float32) / 255.0
-    return ((x - mean) / std).transpose(2, 0, 1)
 
 
 def reference_loop(
@@ -227,13 +150,6 @@ def vitrina_loop(
     return times, losses
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
-
-
 def run_path(
     kind: str,
     precision: str,
@@ -252,7 +168,7 @@ def run_path(
 
     bundle = load_ruclip(checkpoint)
     load_peak = _peak_rss_mib()
-    rss_reset = _reset_peak_rss()
+    rss_reset = _reset_hwm()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     cpu0 = time.process_time()
@@ -273,51 +189,14 @@ def run_path(
         "cpu_s": time.process_time() - cpu0,
         "peak_rss_mib": _peak_rss_mib(),
         "load_peak_rss_mib": load_peak,
-        "train_peak_mib": _vm_hwm_mib() if rss_reset else None,
+        "train_peak_mib": _hwm_mib() if rss_reset else None,
         "peak_gpu_mib": (
             torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
         ),
     }
 
 
-def run_isolated(isolate: bool, *args: Any) -> dict[str, Any]:
-    """:func:`run_path` in a fresh spawned process (own peak RSS, clean allocator state)."""
-    if not isolate:
-        return run_path(*args)
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(run_path, *args).result()
-
-
 # ---------------------------------------------------------------------- report
-def device_name(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda"):
-        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu ({cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
-
-
-def print_table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def fmt(cells: list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i < 2 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    print(fmt(header))
-    print(fmt(["-" * w for w in widths]))
-    for r in rows:
-        print(fmt(r))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -376,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="vitrina-bench-ft-") as tmp_str:
         tmp = Path(tmp_str)
-        titles, paths, source = load_inputs(n, args.hm_dir, tmp)
+        titles, paths, source = load_inputs(n, args.hm_dir, tmp, require_titles=True)
         print(f"device: {device_name(device)}")
         print(f"inputs: {n} (image, title) pairs from {source}")
         t0 = time.perf_counter()
@@ -399,9 +278,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         sys.stdout.flush()
         common = (str(checkpoint), titles, paths, device, args.num_workers, args.seed)
-        results = [run_isolated(not args.no_isolate, "reference", "fp32", *common)]
+        results = [run_isolated(run_path, not args.no_isolate, "reference", "fp32", *common)]
         for precision in args.precisions:
-            results.append(run_isolated(not args.no_isolate, "vitrina", precision, *common))
+            results.append(
+                run_isolated(run_path, not args.no_isolate, "vitrina", precision, *common)
+            )
 
     header = [
         "path",
