@@ -35,6 +35,7 @@ from vitrina.models.clip_training import (
     ClipAdapter,
     TrainConfig,
     TrainResult,
+    _Progress,
     load_training_state,
     pair_data_from_frame,
     train_clip,
@@ -300,15 +301,7 @@ def _result_from_state(model: torch.nn.Module, state_dir: Path) -> TrainResult:
     progress = state["progress"]
     best = torch.load(state_dir / progress["best_file"], map_location="cpu", weights_only=True)
     model.load_state_dict(best)
-    return TrainResult(
-        model.eval(),
-        progress["history"],
-        progress["best_epoch"],
-        progress["best_metrics"],
-        progress["global_step"],
-        progress["stopped_early"],
-        None,
-    )
+    return _Progress(**progress).result(model.eval(), None)
 
 
 def worker_main(argv: list[str] | None = None) -> int:

@@ -955,6 +955,18 @@ class _Progress:
     finished: bool = False
     stopped_early: bool = False
 
+    def result(self, model: nn.Module, resumed_from: int | None) -> TrainResult:
+        """The run's :class:`TrainResult` (``model`` holding the best weights)."""
+        return TrainResult(
+            model,
+            self.history,
+            self.best_epoch,
+            self.best_metrics,
+            self.global_step,
+            self.stopped_early,
+            resumed_from,
+        )
+
 
 def model_fingerprint(model: nn.Module) -> str:
     """SHA-1 of every tensor of the state dict (names, dtypes, shapes, bytes)."""
@@ -1196,15 +1208,7 @@ def _train_clip(
     if progress.finished:
         load_best()
         model.eval()
-        return TrainResult(
-            model,
-            progress.history,
-            progress.best_epoch,
-            progress.best_metrics,
-            progress.global_step,
-            progress.stopped_early,
-            resumed_from,
-        )
+        return progress.result(model, resumed_from)
 
     if main:
         logger.info(
@@ -1403,15 +1407,7 @@ def _train_clip(
 
     load_best()
     model.eval()
-    return TrainResult(
-        model,
-        progress.history,
-        progress.best_epoch,
-        progress.best_metrics,
-        progress.global_step,
-        progress.stopped_early,
-        resumed_from,
-    )
+    return progress.result(model, resumed_from)
 
 
 def _non_finite(

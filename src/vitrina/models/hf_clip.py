@@ -10,11 +10,11 @@ processor files (tokenizer, ``processor_config.json``) from
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from vitrina.utils import atomic_path
 
 __all__ = ["HfClipBundle", "is_hf_checkpoint", "load_hf_clip", "save_hf_clip"]
 
@@ -77,17 +77,9 @@ def save_hf_clip(bundle: HfClipBundle, out_dir: str | os.PathLike[str]) -> Path:
     Returns:
         ``Path(out_dir)``.
     """
-    from vitrina.models.ruclip import _replace_dir
-
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_path(out_dir, is_dir=True) as tmp:
         bundle.model.save_pretrained(tmp)
         bundle.processor.save_pretrained(tmp)
-        os.chmod(tmp, 0o755)
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 → a normal directory
     return out_dir
