@@ -218,12 +218,9 @@ def _save_bundle(bundle: Any, path: Path) -> None:
 
 
 def _load_bundle(path: Path) -> Any:
-    from vitrina.models.hf_clip import is_hf_checkpoint, load_hf_clip
-    from vitrina.models.ruclip import load_ruclip
+    from vitrina.models.hf_clip import load_clip_checkpoint
 
-    if is_hf_checkpoint(path) and not (path / "bpe.model").is_file():
-        return load_hf_clip(path)
-    return load_ruclip(path)
+    return load_clip_checkpoint(path)
 
 
 def _launch(

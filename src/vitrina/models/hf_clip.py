@@ -16,7 +16,13 @@ from typing import Any
 
 from vitrina.utils import atomic_path
 
-__all__ = ["HfClipBundle", "is_hf_checkpoint", "load_hf_clip", "save_hf_clip"]
+__all__ = [
+    "HfClipBundle",
+    "is_hf_checkpoint",
+    "load_clip_checkpoint",
+    "load_hf_clip",
+    "save_hf_clip",
+]
 
 #: Weight files of ``save_pretrained`` (current, legacy).
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -65,6 +71,24 @@ def load_hf_clip(name_or_path: str | os.PathLike[str], device: str = "cpu") -> H
     path = resolve_checkpoint(name_or_path, required_files=None)
     model = AutoModel.from_pretrained(path).to(device).eval()
     return HfClipBundle(model, AutoProcessor.from_pretrained(path), Path(path))
+
+
+def load_clip_checkpoint(path: str | os.PathLike[str], device: str = "cpu") -> Any:
+    """Load a local CLIP checkpoint directory of either layout.
+
+    Returns:
+        :class:`HfClipBundle` for a ``save_pretrained`` directory without ``bpe.model``,
+        else :class:`vitrina.models.ruclip.RuClipBundle` (ruCLIP layout).
+
+    Raises:
+        vitrina.models.ruclip.CheckpointNotFoundError: neither layout is complete.
+    """
+    from vitrina.models.ruclip import load_ruclip
+
+    path = Path(path)
+    if is_hf_checkpoint(path) and not (path / "bpe.model").is_file():
+        return load_hf_clip(path, device)
+    return load_ruclip(path, device)
 
 
 def save_hf_clip(bundle: HfClipBundle, out_dir: str | os.PathLike[str]) -> Path:
