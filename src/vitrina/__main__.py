@@ -1,4 +1,8 @@
-"""Vitrina file for ensuring the package is executable as `vitrina` and `python -m vitrina`."""
+"""``vitrina`` and ``python -m vitrina``: ``kedro run``, or one of Vitrina's commands.
+
+``vitrina classify ...`` and ``vitrina models download ...`` are in :mod:`vitrina.cli`;
+anything else is passed to the project's ``kedro run`` command.
+"""
 
 import sys
 from pathlib import Path
@@ -8,16 +12,20 @@ from kedro.framework.cli.utils import find_run_command
 from kedro.framework.project import configure_project
 
 
-def main(*args, **kwargs) -> Any:
-    """Run the project's ``kedro run`` command (the package's console entry point)."""
+def run_pipelines(argv: list[str] | None = None) -> Any:
+    """Run the project's ``kedro run`` command with ``argv``."""
     package_name = Path(__file__).parent.name
     configure_project(package_name)
-
     interactive = hasattr(sys, "ps1")
-    kwargs["standalone_mode"] = not interactive
-
     run = find_run_command(package_name)
-    return run(*args, **kwargs)
+    return run(args=argv, standalone_mode=not interactive)
+
+
+def main(*args, **kwargs) -> Any:
+    """The package's console entry point (see the module docstring)."""
+    from vitrina.cli import main as cli_main
+
+    return cli_main(list(args) if args else None)
 
 
 if __name__ == "__main__":

@@ -56,19 +56,23 @@ REQUIREMENTS = (
     "pyyaml",
     "tqdm",
 )
-KINDS = {"clip": "clip", "pair_matcher": "pair-classifier"}
+KINDS = {"clip": "clip", "pair_matcher": "pair-classifier", "classifier": "classifier"}
 
 
-def registered_model_name(settings: dict[str, Any] | None, kind: str) -> str:
-    """``<mlflow.model_name_prefix>-clip`` or ``<prefix>-pair-classifier``.
+def registered_model_name(
+    settings: dict[str, Any] | None, kind: str, task: str | None = None
+) -> str:
+    """``<mlflow.model_name_prefix>-clip``, ``<prefix>-pair-classifier`` or, for an image
+    classifier, ``<prefix>-<task>-classifier``.
 
     Raises:
-        ValueError: an unknown ``kind`` (``clip`` | ``pair_matcher``).
+        ValueError: an unknown ``kind`` (``clip`` | ``pair_matcher`` | ``classifier``).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
     prefix = str((settings or {}).get("model_name_prefix") or "vitrina")
-    return f"{prefix}-{KINDS[kind]}"
+    middle = f"-{task}" if task else ""
+    return f"{prefix}{middle}-{KINDS[kind]}"
 
 
 def pip_requirements() -> list[str]:
@@ -104,6 +108,10 @@ def python_model_class() -> type:
             self.kind = config.get("kind")
             if self.kind == "clip":
                 self.embedder = _clip_embedder(context.artifacts["checkpoint"], config)
+            elif self.kind == "classifier":
+                from vitrina.models.classifiers.artefact import ImageClassifier
+
+                self.classifier = ImageClassifier.load(context.artifacts["model"])
             elif self.kind == "pair_matcher":
                 from vitrina.datasets.embeddings import EmbeddingsDataset
                 from vitrina.models.pair_classifier import PairMatcher
@@ -124,6 +132,18 @@ def python_model_class() -> type:
             frame = pd.DataFrame(model_input)
             if self.kind == "clip":
                 return _embed_frame(self.embedder, frame)
+            if self.kind == "classifier":
+                from vitrina.models.classifiers.inference import predict_paths
+
+                if "image_path" not in frame.columns:
+                    raise ValueError(
+                        f"classification needs an 'image_path' column; got {list(frame.columns)}"
+                    )
+                return predict_paths(
+                    self.classifier,
+                    frame["image_path"].astype(str).tolist(),
+                    top_k=int((params or {}).get("top_k", 5)),
+                )
             missing = [c for c in ("left_id", "right_id") if c not in frame.columns]
             if missing:
                 raise ValueError(f"pair scoring needs columns left_id, right_id; missing {missing}")
@@ -184,7 +204,9 @@ def _signature(kind: str) -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    if kind == "clip":
+    if kind == "classifier":
+        inputs = [ColSpec("string", "image_path")]
+    elif kind == "clip":
         inputs = [
             ColSpec("string", "text", required=False),
             ColSpec("string", "image_path", required=False),
@@ -200,6 +222,7 @@ def log_and_register(
     settings: dict[str, Any] | None,
     model_config: dict[str, Any] | None = None,
     tags: dict[str, Any] | None = None,
+    task: str | None = None,
 ) -> dict[str, Any]:
     """Log a Vitrina model as an MLflow ``pyfunc`` model and register it.
 
@@ -213,6 +236,7 @@ def log_and_register(
         settings: the ``mlflow`` parameters (``model_name_prefix``).
         model_config: extra load settings (``device``, ``batch_size`` ...).
         tags: tags of the new model version (e.g. the metrics it was chosen by).
+        task: the classification task (``classifier`` kind: part of the model name).
 
     Returns:
         ``{"registered": True, "name", "version", "model_uri", "run_id"}``.
@@ -221,7 +245,7 @@ def log_and_register(
 
     import vitrina
 
-    name = registered_model_name(settings, kind)
+    name = registered_model_name(settings, kind, task)
     code = Path(__file__).with_name("mlflow_model.py")
     active = mlflow.active_run()
     run = (
@@ -231,7 +255,7 @@ def log_and_register(
     )
     with run as current:
         info = mlflow.pyfunc.log_model(
-            name=KINDS[kind],
+            name=f"{task}-{KINDS[kind]}" if task else KINDS[kind],
             python_model=str(code),
             artifacts=artifacts,
             model_config={"kind": kind, **(model_config or {})},
@@ -258,11 +282,13 @@ def log_and_register(
     }
 
 
-def not_registered(settings: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+def not_registered(
+    settings: dict[str, Any] | None, kind: str, task: str | None = None
+) -> dict[str, Any]:
     """The record of a model left out of the registry (``register_models`` is false)."""
     return {
         "registered": False,
-        "name": registered_model_name(settings, kind),
+        "name": registered_model_name(settings, kind, task),
         "version": None,
         "model_uri": None,
         "run_id": None,
@@ -330,3 +356,26 @@ def register_pair_matcher(
                 "val_f1": info.get("val_f1"),
             },
         )
+
+
+def register_image_classifier(
+    classifier: Any, metrics: pd.DataFrame, settings: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Register a trained classifier as ``<prefix>-<task>-classifier`` when
+    ``register_models``; the version is tagged with its kind, backbone and test metrics.
+
+    Args:
+        classifier: :class:`~vitrina.models.classifiers.artefact.ImageClassifier`.
+        metrics: its evaluation rows (``split, metric, value``).
+        settings: the ``mlflow`` parameters.
+    """
+    task = str(classifier.config["task"])
+    if not (settings or {}).get("register_models", False):
+        return not_registered(settings, "classifier", task)
+    test = metrics[metrics["split"] == "test"]
+    tags = {"kind": classifier.kind, "backbone": classifier.config.get("backbone")}
+    tags.update({f"test_{r.metric}": f"{r.value:.6f}" for r in test.itertuples()})
+    with tempfile.TemporaryDirectory(prefix="vitrina-register-classifier-") as tmp:
+        path = Path(tmp) / "model"
+        classifier.save(path)
+        return log_and_register("classifier", {"model": str(path)}, settings, tags=tags, task=task)

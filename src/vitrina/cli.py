@@ -1,0 +1,174 @@
+"""``vitrina`` commands besides ``kedro run``: ``classify`` and ``models download``.
+
+``vitrina`` alone (or with ``kedro run`` options) runs the project's pipelines, as before;
+``vitrina classify ...`` and ``vitrina models ...`` are the commands below. They run in the
+project directory and read the data catalogue of ``--env`` (default: ``KEDRO_ENV`` or
+``local``), so they find what ``kedro run`` wrote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+@contextlib.contextmanager
+def project_context(env: str | None) -> Iterator[Any]:
+    """A loaded Kedro context of the project in the working directory."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    root = Path.cwd()
+    if not (root / "pyproject.toml").is_file() or not (root / "conf").is_dir():
+        raise click.ClickException(
+            f"{root} is not the Vitrina project directory (no pyproject.toml and conf/)"
+        )
+    bootstrap_project(root)
+    with KedroSession.create(project_path=root, env=env or os.environ.get("KEDRO_ENV")) as session:
+        yield session.load_context()
+
+
+@click.group(name="vitrina")
+def cli() -> None:
+    """Vitrina's commands (``vitrina`` alone runs ``kedro run``)."""
+
+
+@cli.command()
+@click.argument("paths", nargs=-1)
+@click.option(
+    "--task", help="classification task whose trained model classifies (classification.tasks)"
+)
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(file_okay=False),
+    help="a classifier folder instead of --task's",
+)
+@click.option(
+    "--group",
+    help="classify a catalogue group instead of PATHS: COLUMN=VALUE, e.g. group_id=0108775",
+)
+@click.option(
+    "--top-k", default=5, show_default=True, help="labels or gallery neighbours per image"
+)
+@click.option("--batch-size", default=64, show_default=True)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="write the predictions CSV here (default: print)",
+)
+@click.option("--env", default=None, help="Kedro environment (default KEDRO_ENV or local)")
+def classify(
+    paths: tuple[str, ...],
+    task: str | None,
+    model_dir: str | None,
+    group: str | None,
+    top_k: int,
+    batch_size: int,
+    output: str | None,
+    env: str | None,
+) -> None:
+    """Classify images, folders (recursively) or a catalogue group with a trained model.
+
+    Unreadable images are reported in the output's status/error columns; the rest are
+    still classified.
+    """
+    from vitrina.pipelines.classification_inference.nodes import classify_images, select_images
+
+    if bool(task) == bool(model_dir):
+        raise click.UsageError("give exactly one of --task TASK or --model DIR")
+    if bool(paths) == bool(group):
+        raise click.UsageError("give image PATHS or --group COLUMN=VALUE (one of them)")
+    params: dict[str, Any] = {"top_k": top_k, "batch_size": batch_size}
+    with project_context(env) as context:
+        try:
+            if model_dir:
+                from vitrina.models.classifiers.artefact import ImageClassifier
+
+                classifier = ImageClassifier.load(model_dir)
+            else:
+                classifier = context.catalog.load(f"{task}.classifier")
+            if group:
+                column, sep, value = group.partition("=")
+                if not sep:
+                    raise click.UsageError(f"--group must be COLUMN=VALUE, got {group!r}")
+                params["source"] = {"group": {column: value}}
+                products, manifest = (
+                    context.catalog.load("products"),
+                    context.catalog.load("image_manifest"),
+                )
+            else:
+                params["source"] = {"paths": list(paths)}
+                products = manifest = None
+            images = select_images(products, manifest, params)
+            predictions = classify_images(classifier, images, params)
+        except (ValueError, FileNotFoundError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        except Exception as exc:  # Kedro's DatasetError carries the command that makes the model
+            if type(exc).__name__ == "DatasetError":
+                raise click.ClickException(str(exc)) from exc
+            raise
+    if output:
+        from vitrina.utils import atomic_path
+
+        with atomic_path(output) as tmp:
+            predictions.to_csv(tmp, index=False)
+        click.echo(f"{len(predictions)} predictions written to {output}")
+    else:
+        click.echo(predictions.to_string(index=False, max_colwidth=60))
+
+
+@cli.group()
+def models() -> None:
+    """Models in the MLflow model registry."""
+
+
+@models.command()
+@click.argument("uri")
+@click.option(
+    "--dst",
+    type=click.Path(file_okay=False),
+    default="data/06_models/downloaded",
+    show_default=True,
+    help="folder the model version is downloaded into",
+)
+@click.option(
+    "--env", default=None, help="Kedro environment (its mlflow.yml gives the tracking store)"
+)
+def download(uri: str, dst: str, env: str | None) -> None:
+    """Download a registered model version (``models:/<name>/<version>``) into a folder
+    (seed 001's "download from the tracker")."""
+    if not uri.startswith("models:/"):
+        raise click.UsageError(f"URI must look like models:/<name>/<version>, got {uri!r}")
+    with project_context(env):
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        target = Path(dst) / uri.removeprefix("models:/").replace("/", "-")
+        target.mkdir(parents=True, exist_ok=True)
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target))
+        except MlflowException as exc:
+            raise click.ClickException(
+                f"cannot download {uri} from {mlflow.get_tracking_uri()}: {exc}"
+            ) from exc
+    click.echo(local)
+    artefact = Path(local) / "artifacts" / "model"
+    if (artefact / "config.json").is_file():
+        click.echo(f"classifier folder: {artefact}  (vitrina classify --model {artefact} PATH...)")
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Dispatch ``vitrina``: a subcommand of :data:`cli`, else ``kedro run`` options."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in cli.commands:
+        return cli.main(args=argv, prog_name="vitrina")
+    from vitrina.__main__ import run_pipelines
+
+    return run_pipelines(argv)
