@@ -203,3 +203,41 @@ def test_null_label_mapping_means_the_catalogue_lacks_it(params):
     }  # an environment switching a base label off
     products, _ = run(raw_table(), params)
     assert "gender" not in products.columns and "category" in products.columns
+
+
+def test_passthrough_columns_reach_products_unchanged(params, tmp_path):
+    raw = raw_table(
+        split=["train", "train", "test", "test", "train"],
+        class_0=[1, 0, 0, 1, 0],
+        class_1=[0, 1, 1, 1, 0],
+        class_x=["a", "b", "c", "d", "e"],
+    )
+    params["passthrough"] = ["split", "class_[0-9]*"]
+    products, _ = run(raw, params)
+    assert list(products.columns[-3:]) == ["split", "class_0", "class_1"]
+    assert "class_x" not in products.columns
+    assert products["split"].tolist() == ["train", "train", "test", "test", "train"]
+    path = tmp_path / "products.parquet"
+    products.to_parquet(path)  # what the catalogue's ParquetDataset writes
+    back = pd.read_parquet(path)
+    assert back["class_1"].dtype == "int64" and back["class_1"].tolist() == [0, 1, 1, 1, 0]
+
+
+def test_passthrough_errors_name_the_column(params):
+    with pytest.raises(IngestionError, match=r"passthrough names 'split', which matches no column"):
+        validate_raw_products(raw_table(), {**params, "passthrough": ["split"]})
+    with pytest.raises(IngestionError, match=r"'class_\*', which matches no column"):
+        validate_raw_products(raw_table(), {**params, "passthrough": ["class_*"]})
+    with pytest.raises(IngestionError, match=r"\['cat'\] would overwrite"):
+        validate_raw_products(
+            raw_table(), {**params, "labels": {"cat": "cat"}, "passthrough": ["cat"]}
+        )
+
+
+def test_group_id_mapped_to_null_and_optional_empty_descriptions(params):
+    params["columns"]["group_id"] = None  # an environment switching base's group column off
+    params["required"] = ["product_id", "title", "image"]
+    products, report = run(raw_table(model=None, text=["", "d2", None, "d4", "d5"]), params)
+    assert products["group_id"].tolist() == products["product_id"].tolist()
+    assert products["description"].tolist() == ["", "d2", "", "d4", "d5"]
+    assert reasons(report) == {"kept": 5}

@@ -7,6 +7,7 @@ label columns. Source column names come from ``parameters_ingestion.yml``.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import re
 from pathlib import Path
@@ -41,7 +42,7 @@ class IngestionError(ValueError):
 
 def _source_columns(params: dict[str, Any]) -> dict[str, str]:
     """Every source column the configuration refers to, with what refers to it."""
-    needed = {src: f"columns.{canon}" for canon, src in params["columns"].items()}
+    needed = {src: f"columns.{canon}" for canon, src in params["columns"].items() if src}
     needed.update(
         {src: f"labels.{canon}" for canon, src in (params.get("labels") or {}).items() if src}
     )
@@ -49,6 +50,38 @@ def _source_columns(params: dict[str, Any]) -> dict[str, str]:
         for rule in spec.get("rules", []):
             needed.setdefault(rule["column"], f"derived_labels.{canon}")
     return needed
+
+
+def passthrough_columns(columns: list[str], params: dict[str, Any]) -> list[str]:
+    """Source columns ``ingestion.passthrough`` copies into ``products`` unchanged.
+
+    ``passthrough`` lists column names or ``fnmatch`` patterns (``class_*``); the matches
+    keep their name and dtype (e.g. a ``split`` column, 0/1 ``class_i`` columns), in the
+    order of ``columns``.
+
+    Raises:
+        IngestionError: a listed name is absent or a pattern matches nothing (naming it
+            and the columns found), or a match would overwrite a canonical column.
+    """
+    wanted = list(params.get("passthrough") or [])
+    found = [str(c) for c in columns]
+    out: list[str] = []
+    for item in wanted:
+        hits = [c for c in found if fnmatch.fnmatchcase(c, str(item))]
+        if not hits:
+            raise IngestionError(
+                f"ingestion.passthrough names {item!r}, which matches no column of the raw "
+                f"product table; it has {sorted(found)}"
+            )
+        out.extend(h for h in hits if h not in out)
+    canonical = {"product_id", "title", "description", "image_path", "group_id"}
+    canonical |= set(params.get("labels") or {}) | set(params.get("derived_labels") or {})
+    clash = sorted(canonical & set(out))
+    if clash:
+        raise IngestionError(
+            f"ingestion.passthrough columns {clash} would overwrite canonical or label columns"
+        )
+    return [c for c in found if c in out]
 
 
 def validate_raw_products(raw: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
@@ -79,6 +112,7 @@ def validate_raw_products(raw: pd.DataFrame, params: dict[str, Any]) -> pd.DataF
         raise IngestionError(
             f"The raw product table lacks column(s) {detail}; it has {sorted(map(str, raw.columns))}"
         )
+    passthrough_columns(list(raw.columns), params)
     return raw
 
 
@@ -134,9 +168,10 @@ def map_to_canonical_schema(raw: pd.DataFrame, params: dict[str, Any]) -> pd.Dat
 
     Returns:
         A table with ``product_id``, ``title``, ``description``, ``image_path``,
-        ``group_id`` (``product_id`` when the source has no group column) and the
-        configured label columns, all as pandas ``string`` dtype; empty strings become
-        ``<NA>``. Whitespace is stripped.
+        ``group_id`` (``product_id`` when the source has no group column, or it is
+        mapped to null) and the configured label columns, all as pandas ``string`` dtype;
+        empty strings become ``<NA>``. Whitespace is stripped. Then the
+        ``passthrough`` columns, unchanged (:func:`passthrough_columns`).
     """
     cols = params["columns"]
     out = pd.DataFrame(index=raw.index)
@@ -148,7 +183,7 @@ def map_to_canonical_schema(raw: pd.DataFrame, params: dict[str, Any]) -> pd.Dat
         lambda v: template.format(value=v) if isinstance(v, str) else pd.NA, na_action="ignore"
     ).astype("string")
     out["group_id"] = (
-        _clean_text(raw[cols["group_id"]]) if "group_id" in cols else out["product_id"]
+        _clean_text(raw[cols["group_id"]]) if cols.get("group_id") else out["product_id"]
     )
     out["group_id"] = out["group_id"].fillna(out["product_id"])
     for canon, src in (params.get("labels") or {}).items():
@@ -156,6 +191,8 @@ def map_to_canonical_schema(raw: pd.DataFrame, params: dict[str, Any]) -> pd.Dat
             out[canon] = _clean_text(raw[src])
     for canon, spec in (params.get("derived_labels") or {}).items():
         out[canon] = derive_label(raw, spec)
+    for col in passthrough_columns(list(raw.columns), params):
+        out[col] = raw[col]  # unchanged: name, values and dtype
     return out.reset_index(drop=True)
 
 
@@ -246,6 +283,8 @@ def clean_products(
         if bad.any():
             rows.append(_report_row(f"missing_{col}", df[bad]))
             df = df[~bad]
+    # A description that is not required may be empty; the schema wants a string.
+    df = df.assign(description=df["description"].fillna(""))
     dup = df["product_id"].duplicated(keep="first")
     if dup.any():
         rows.append(_report_row("duplicate_product_id", df[dup]))
