@@ -137,3 +137,19 @@ def finetune_spec(
             f"different from the base {base!r}; got {output!r}"
         )
     return {"base_model": str(base), "output_model": str(output), "base_spec": models[base]}
+
+
+def classification_tasks(
+    conf_source: str | Path | None = None, env: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """``classification.tasks`` of the run's parameters (``{}`` when none); an environment
+    removes a base task by setting it to ``null``.
+
+    Raises:
+        ValueError: a task name that is not a valid namespace.
+    """
+    tasks = (project_parameters(conf_source, env).get("classification") or {}).get("tasks") or {}
+    for name in tasks:
+        if not str(name).replace("_", "").isalnum():
+            raise ValueError(f"classification task name {name!r} must use letters, digits and '_'")
+    return {str(k): dict(v) for k, v in tasks.items() if v is not None}

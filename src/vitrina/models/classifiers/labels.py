@@ -2,8 +2,10 @@
 
 * multiclass and metric learning: one label column (values compared as stripped strings);
 * multilabel: the tags of a row are ``column=value`` for each of several label columns
-  (``labels: [colour, gender]`` → ``colour=red``, ``gender=female``), or the items of a list
-  column (``label_list: tags``; a list, or a string split on ``;``/``|``/``,``).
+  (``labels: [colour, gender]`` → ``colour=red``, ``gender=female``), the items of a list
+  column (``label_list: tags``; a list, or a string split on ``;``/``|``/``,``), or the
+  names of 0/1 indicator columns that are 1 (``indicator_columns: "class_*"``, seed 004's
+  ``class_0..class_N`` layout; a list of names or an fnmatch pattern).
 
 A multilabel row's tags are stored as one string joined by :data:`TAG_SEPARATOR` so that
 the items table stays a flat parquet file.
@@ -11,6 +13,7 @@ the items table stays a flat parquet file.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from typing import Any
 
@@ -20,8 +23,14 @@ import pandas as pd
 TAG_SEPARATOR = "|"
 
 
-def label_columns(spec: dict[str, Any]) -> list[str]:
-    """The catalogue columns a task reads its labels from."""
+def label_columns(spec: dict[str, Any], columns: list[str] | None = None) -> list[str]:
+    """The catalogue columns a task reads its labels from (``columns``: the table's, to
+    expand an ``indicator_columns`` pattern)."""
+    if spec.get("indicator_columns"):
+        wanted = spec["indicator_columns"]
+        if isinstance(wanted, str):
+            return sorted(c for c in (columns or []) if fnmatch.fnmatch(c, wanted)) or [wanted]
+        return [str(c) for c in wanted]
     if spec.get("label_list"):
         return [str(spec["label_list"])]
     if spec.get("labels"):
@@ -40,7 +49,21 @@ def _clean(values: pd.Series) -> pd.Series:
 
 
 def row_tags(frame: pd.DataFrame, spec: dict[str, Any]) -> pd.Series:
-    """Per row, its sorted tags joined by ``|`` ('' when it has none)."""
+    """Per row, its sorted tags joined by ``|`` ('' when it has none).
+
+    Raises:
+        ValueError: an indicator column with values other than 0/1, naming it.
+    """
+    if spec.get("indicator_columns"):
+        names = label_columns(spec, list(frame.columns))
+        values = frame[names].apply(pd.to_numeric, errors="coerce")
+        bad = [c for c in names if not values[c].isin([0, 1]).all()]
+        if bad:
+            raise ValueError(f"indicator columns {bad} hold values other than 0/1")
+        on = values.to_numpy() > 0.5
+        return pd.Series(
+            [TAG_SEPARATOR.join(np.asarray(names)[row]) for row in on], index=frame.index
+        )
     if spec.get("label_list"):
         column = frame[spec["label_list"]]
 

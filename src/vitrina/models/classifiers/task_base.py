@@ -55,7 +55,7 @@ class ImageTask(pl.LightningModule):
         self.save_hyperparameters(ignore=["backbone"])
         self.hparams["backbone_spec"] = backbone.build_spec()
         self.hparams["kind"] = self.kind
-        self.backbone = backbone
+        self.backbone = backbone.train()  # built in eval mode; Lightning keeps modes as they are
         self.config = TrainingConfig.from_params(training)
         self.options = dict(options or {})
         self.classes = list(classes)

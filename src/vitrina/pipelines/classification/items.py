@@ -77,7 +77,7 @@ def prepare_items(
             are), or fewer than 2 classes left.
     """
     name, kind = task["name"], task["kind"]
-    columns = label_columns(task)
+    columns = label_columns(task, list(products.columns))
     missing = [c for c in columns if c not in products.columns]
     if missing:
         raise ValueError(

@@ -9,7 +9,7 @@ from typing import Any
 
 from kedro.pipeline import Node, Pipeline
 
-from vitrina.config import project_parameters
+from vitrina.config import classification_tasks
 
 from .baseline import linear_probe_baseline
 from .items import prepare_items
@@ -22,19 +22,6 @@ from .reporting import (
     plot_training_curves,
     summarise,
 )
-
-
-def classification_tasks() -> dict[str, dict[str, Any]]:
-    """``classification.tasks`` of the run's parameters (``{}`` when none).
-
-    Raises:
-        ValueError: a task name that is not a valid namespace.
-    """
-    tasks = (project_parameters().get("classification") or {}).get("tasks") or {}
-    for name in tasks:
-        if not str(name).replace("_", "").isalnum():
-            raise ValueError(f"classification task name {name!r} must use letters, digits and '_'")
-    return {str(k): dict(v or {}) for k, v in tasks.items()}
 
 
 def for_task(func: Callable[..., Any], name: str) -> Callable[..., Any]:

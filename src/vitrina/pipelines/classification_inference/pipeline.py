@@ -6,7 +6,7 @@ from typing import Any
 
 from kedro.pipeline import Node, Pipeline
 
-from vitrina.config import project_parameters
+from vitrina.config import classification_tasks, project_parameters
 
 from .nodes import classify_images, select_images
 
@@ -14,9 +14,8 @@ from .nodes import classify_images, select_images
 def create_pipeline(**kwargs: Any) -> Pipeline:
     """For each task: select images (``classification_inference.source``), then classify
     them with ``<task>.classifier`` into ``<task>.classification_predictions``."""
-    params = project_parameters()
-    tasks = (params.get("classification_inference") or {}).get("tasks") or list(
-        (params.get("classification") or {}).get("tasks") or {}
+    tasks = (project_parameters().get("classification_inference") or {}).get("tasks") or list(
+        classification_tasks()
     )
     pipes = []
     for task in tasks:
