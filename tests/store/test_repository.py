@@ -227,7 +227,7 @@ def test_an_unopenable_sqlite_file_is_a_clear_error(tmp_path):
 
 
 def test_url_resolution_and_redaction(tmp_path):
-    assert resolve_url(None) == "sqlite:///data/review.db"
+    assert resolve_url(None) == "sqlite:///data/07_model_output/review.db"
     assert resolve_url({"url": "sqlite:///x.db"}) == "sqlite:///x.db"
     with pytest.raises(ValueError, match="not a database URL"):
         resolve_url({"url": "no-scheme-here"})

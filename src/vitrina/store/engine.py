@@ -27,7 +27,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 logger = logging.getLogger(__name__)
 
 #: Embedded default: no server needed (``make run``); relative to the project directory.
-DEFAULT_URL = "sqlite:///data/review.db"
+DEFAULT_URL = "sqlite:///data/07_model_output/review.db"
 #: Environment variable ``conf/base/credentials.yml`` reads the URL from.
 URL_ENV_VAR = "VITRINA_REVIEW_DB_URL"
 #: Seconds a connection attempt (PostgreSQL) or a locked SQLite database is waited for.
