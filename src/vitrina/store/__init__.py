@@ -15,8 +15,9 @@ from .engine import (
     redact,
     resolve_url,
 )
-from .repository import IMAGE_COLUMNS, MASK_COLUMNS, ReviewStore, StatusChange, approved_image_ids
+from .repository import IMAGE_COLUMNS, MASK_COLUMNS, ReviewStore
 from .schema import STATUSES
+from .status import StatusChange, approved_image_ids
 
 __all__ = [
     "DEFAULT_URL",

@@ -10,8 +10,7 @@ model_version``), so two segmentation runs on one database never duplicate a row
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -19,12 +18,11 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .engine import create_store_engine, migrate, redact
-from .schema import STATUSES, Image, Mask, ReviewEvent, utcnow
+from .schema import Image, Mask, ReviewEvent, utcnow
+from .status import StatusMixin, check_status, chunks
 
 logger = logging.getLogger(__name__)
 
-#: Ids per ``IN (...)`` list: far below SQLite's 32,766 and PostgreSQL's 65,535 parameters.
-_CHUNK = 500
 IMAGE_COLUMNS = [
     "image_id",
     "catalogue",
@@ -54,22 +52,7 @@ MASK_COLUMNS = [
 ]
 
 
-@dataclass
-class StatusChange:
-    """Outcome of a status command: ``changed`` images (one review event each),
-    ``unchanged`` ones (already in that status), and the ``unknown`` ids (no image)."""
-
-    changed: int = 0
-    unchanged: int = 0
-    unknown: list[str] = field(default_factory=list)
-
-
-def _chunks(items: Sequence, size: int = _CHUNK) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-class ReviewStore:
+class ReviewStore(StatusMixin):
     """Repository over the review database at ``url`` (migrated to the head revision).
 
     Args:
@@ -138,7 +121,7 @@ class ReviewStore:
         with self.engine.begin() as conn:
             pids = sorted({k[0] for k in rows})
             existing = {}
-            for chunk in _chunks(pids):
+            for chunk in chunks(pids):
                 query = select(
                     Image.id,
                     Image.product_id,
@@ -182,7 +165,7 @@ class ReviewStore:
                         },
                     )
                 conn.execute(update(Image).where(Image.id == old["id"]).values(**values))
-            for chunk in _chunks(pids):
+            for chunk in chunks(pids):
                 query = select(Image.id, Image.product_id, Image.image_path).where(
                     Image.catalogue == catalogue, Image.product_id.in_(chunk)
                 )
@@ -197,12 +180,33 @@ class ReviewStore:
             Image.catalogue == catalogue
         )
         if status is not None:
-            query = query.where(Image.status == _check_status(status))
+            query = query.where(Image.status == check_status(status))
         with self.engine.connect() as conn:
             frame = pd.DataFrame(conn.execute(query.order_by(Image.id)).mappings().all())
         if frame.empty:
             return pd.DataFrame(columns=IMAGE_COLUMNS)
         return frame.rename(columns={"id": "image_id"})[IMAGE_COLUMNS]
+
+    def image(self, image_id: int) -> dict[str, Any] | None:
+        """One image row by id (``IMAGE_COLUMNS``), or None."""
+        query = select(*(getattr(Image, c) for c in IMAGE_COLUMNS[1:])).where(
+            Image.id == int(image_id)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return None if row is None else {"image_id": int(image_id), **row}
+
+    def image_mask(self, image_id: int, model: str | None = None) -> dict[str, Any] | None:
+        """The newest mask of one image (of ``model`` when given): ``model``,
+        ``model_version``, ``rle``, ``score``, ``area_fraction``; None without one."""
+        query = select(
+            Mask.model, Mask.model_version, Mask.rle, Mask.score, Mask.area_fraction
+        ).where(Mask.image_id == int(image_id))
+        if model is not None:
+            query = query.where(Mask.model == model)
+        with self.engine.connect() as conn:
+            row = conn.execute(query.order_by(Mask.created_at.desc(), Mask.id.desc())).first()
+        return None if row is None else dict(row._mapping)
 
     # ------------------------------------------------------------------- masks
     def add_masks(self, records: Sequence[Mapping[str, Any]]) -> int:
@@ -296,139 +300,7 @@ class ReviewStore:
             query = query.where(Mask.model_version == model_version)
         if status is not None:
             wanted = [status] if isinstance(status, str) else list(status)
-            query = query.where(Image.status.in_([_check_status(s) for s in wanted]))
+            query = query.where(Image.status.in_([check_status(s) for s in wanted]))
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(Image.id, Mask.model)).mappings().all()
         return pd.DataFrame(rows, columns=MASK_COLUMNS)
-
-    # ------------------------------------------------------------------ review
-    def set_status(
-        self,
-        catalogue: str,
-        product_ids: Iterable[str],
-        status: str,
-        reviewer: str,
-        source: str = "cli",
-        note: str | None = None,
-    ) -> StatusChange:
-        """Set the status of every image of the given products, writing review events.
-
-        Raises:
-            ValueError: ``status`` is not one of ``STATUSES``.
-        """
-        ids = list(dict.fromkeys(str(p) for p in product_ids))
-        result = StatusChange()
-        found: set[str] = set()
-        for chunk in _chunks(ids):
-            cond = (Image.catalogue == catalogue) & Image.product_id.in_(chunk)
-            changed, unchanged, matched = self._change(
-                cond, _check_status(status), reviewer, source, note
-            )
-            result.changed += changed
-            result.unchanged += unchanged
-            found.update(matched)
-        result.unknown = [p for p in ids if p not in found]
-        return result
-
-    def set_image_status(
-        self, image_id: int, status: str, reviewer: str, source: str = "web"
-    ) -> StatusChange:
-        """Set the status of one image by its row id (the review page)."""
-        changed, unchanged, matched = self._change(
-            Image.id == int(image_id), _check_status(status), reviewer, source
-        )
-        return StatusChange(changed, unchanged, [] if matched else [str(image_id)])
-
-    def push_badlist(
-        self, catalogue: str, product_ids: Iterable[str], reviewer: str
-    ) -> StatusChange:
-        """Mark the images of a bad-list's products ``bad``; unknown ids are only counted."""
-        return self.set_status(catalogue, product_ids, "bad", reviewer, source="badlist")
-
-    def mark_all_approved(self, catalogue: str, reviewer: str) -> StatusChange:
-        """Approve every ``unchecked`` image of the catalogue (seed 001's ``--mark_approved``).
-
-        Rejected and bad images keep their status.
-        """
-        cond = (Image.catalogue == catalogue) & (Image.status == "unchecked")
-        changed, unchanged, _ = self._change(cond, "approved", reviewer, "mark_approved")
-        return StatusChange(changed, unchanged)
-
-    def _change(
-        self, cond, status: str, reviewer: str, source: str, note: str | None = None
-    ) -> tuple[int, int, set[str]]:
-        """Set ``status`` where ``cond``: (changed, already in status, matched product ids)."""
-        now = utcnow()
-        with self.engine.begin() as conn:
-            rows = conn.execute(select(Image.id, Image.product_id, Image.status).where(cond)).all()
-            todo = [(i, old) for i, _, old in rows if old != status]
-            if todo:
-                conn.execute(
-                    update(Image)
-                    .where(Image.id.in_([i for i, _ in todo]))
-                    .values(status=status, reviewer=reviewer, updated_at=now)
-                )
-                conn.execute(
-                    self._insert(ReviewEvent),
-                    [
-                        {
-                            "image_id": i,
-                            "old_status": old,
-                            "new_status": status,
-                            "reviewer": reviewer,
-                            "source": source,
-                            "note": note,
-                            "created_at": now,
-                        }
-                        for i, old in todo
-                    ],
-                )
-        return len(todo), len(rows) - len(todo), {p for _, p, _ in rows}
-
-    def events(self, catalogue: str) -> pd.DataFrame:
-        """Review events of the catalogue, oldest first: ``product_id, image_path,
-        old_status, new_status, reviewer, source, note, created_at``."""
-        query = (
-            select(
-                Image.product_id,
-                Image.image_path,
-                ReviewEvent.old_status,
-                ReviewEvent.new_status,
-                ReviewEvent.reviewer,
-                ReviewEvent.source,
-                ReviewEvent.note,
-                ReviewEvent.created_at,
-            )
-            .join(Image, ReviewEvent.image_id == Image.id)
-            .where(Image.catalogue == catalogue)
-            .order_by(ReviewEvent.id)
-        )
-        with self.engine.connect() as conn:
-            rows = conn.execute(query).mappings().all()
-        columns = ["product_id", "image_path", "old_status", "new_status", "reviewer"]
-        return pd.DataFrame(rows, columns=[*columns, "source", "note", "created_at"])
-
-    def approved_ids(self, catalogue: str) -> set[str]:
-        """Product ids with an approved image and no bad one."""
-        query = select(Image.product_id, Image.status).where(
-            Image.catalogue == catalogue, Image.status.in_(["approved", "bad"])
-        )
-        with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        bad = {p for p, s in rows if s == "bad"}
-        return {p for p, s in rows if s == "approved" and p not in bad}
-
-
-def _check_status(status: str) -> str:
-    if status not in STATUSES:
-        raise ValueError(f"review status must be one of {', '.join(STATUSES)}; got {status!r}")
-    return status
-
-
-def approved_image_ids(store: ReviewStore, catalogue: str) -> set[str]:
-    """Product ids of ``catalogue`` whose image is approved and not on the bad-list.
-
-    What classification trains on with ``approved_only``; an empty set when nothing is
-    approved yet (the caller decides whether that is an error).
-    """
-    return store.approved_ids(catalogue)
