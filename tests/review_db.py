@@ -35,7 +35,9 @@ class _Server:
     def admin(self, sql: str) -> None:
         import psycopg
 
-        with psycopg.connect(host=self.host, user="postgres", dbname="postgres", autocommit=True) as conn:
+        with psycopg.connect(
+            host=self.host, user="postgres", dbname="postgres", autocommit=True
+        ) as conn:
             conn.execute(sql)
 
 
@@ -67,7 +69,9 @@ def _debian(folder: Path) -> _Server:
     ctl = [*run_as, str(bin_dir / "pg_ctl"), "-D", str(data)]
     subprocess.run([*ctl, "-o", options, "-w", "-l", str(folder / "log"), "start"],
                    check=True, capture_output=True)  # fmt: skip
-    return _Server(str(sock), lambda: subprocess.run([*ctl, "-m", "fast", "stop"], capture_output=True))
+    return _Server(
+        str(sock), lambda: subprocess.run([*ctl, "-m", "fast", "stop"], capture_output=True)
+    )
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,8 @@ first guess of what is background. Packshots put the product on a plain studio
 background that reaches the picture's edges, so the guess comes from the border: a strip
 of ``border`` (fraction of the shorter side) is sure background, and inside it pixels
 within ``colour_tolerance`` (RGB distance, 0-255 units) of the border's colours
-(``border_colours`` k-means centres, which covers a pad colour beside the studio
-background) are probable background, the rest probable foreground. GrabCut then
+(``border_colours`` k-means centres, for two-tone or graded studio
+backgrounds) are probable background, the rest probable foreground. GrabCut then
 iterates colour models and graph cuts. Components smaller than ``min_component`` of the
 picture are dropped.
 
@@ -87,49 +87,26 @@ class ForegroundSegmenter:
     def segment(self, image: np.ndarray) -> Segmentation:
         """Segment one RGB uint8 [H, W, 3] picture; returns a bool mask of the same size.
 
-        Padding that image processing added (uniform rows or columns of the corner's
-        colour at the edges) is background and cut off first, so the border guess comes
-        from the photo's own background.
+        Give the picture itself, not a padded copy: padding at the border would become
+        the background's colour model (the segmentation pipeline cuts image processing's
+        padding off first).
 
         Raises:
             ValueError: not an RGB uint8 image.
         """
         image = check_rgb(image)
         h, w = image.shape[:2]
-        y0, y1, x0, x1 = _content_box(image)
-        photo = np.ascontiguousarray(image[y0:y1, x0:x1])
-        mask = self._initial(photo)
+        mask = self._initial(image)
         if (mask == cv2.GC_PR_FGD).any():
             bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-            bgr = cv2.cvtColor(photo, cv2.COLOR_RGB2BGR)
+            bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
             try:
                 cv2.grabCut(bgr, mask, None, bgd, fgd, self.iterations, cv2.GC_INIT_WITH_MASK)
             except cv2.error:  # too few pixels of one class for a colour model
                 pass
-        keep = np.zeros((h, w), bool)
-        keep[y0:y1, x0:x1] = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+        keep = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
         keep = _drop_small(keep, self.min_component * h * w)
         return Segmentation(keep, _separation(image, keep))
-
-
-def _content_box(image: np.ndarray, tolerance: int = 6) -> tuple[int, int, int, int]:
-    """``(y0, y1, x0, x1)`` of the picture inside uniform padding of the corner's colour.
-
-    A row or column is padding when every pixel is within ``tolerance`` of the top-left
-    pixel (JPEG leaves small ripples); at least half the picture is always kept.
-    """
-    h, w = image.shape[:2]
-    pad = np.abs(image.astype(np.int16) - image[0, 0].astype(np.int16)).max(-1) <= tolerance
-    cols, rows = pad.all(0), pad.all(1)
-
-    def span(flags: np.ndarray, n: int) -> tuple[int, int]:
-        lo = int(np.argmin(flags)) if not flags.all() else 0
-        hi = n - int(np.argmin(flags[::-1])) if not flags.all() else n
-        return (lo, hi) if hi - lo >= n // 2 else (0, n)
-
-    y0, y1 = span(rows, h)
-    x0, x1 = span(cols, w)
-    return y0, y1, x0, x1
 
 
 def _drop_small(mask: np.ndarray, min_pixels: float) -> np.ndarray:

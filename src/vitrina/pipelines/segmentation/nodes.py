@@ -13,15 +13,15 @@ import io
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from vitrina.models.segmentation import decode_rle, make_segmenter, mask_iou, rle_json
-from vitrina.pipelines.image_processing.nodes import resize_square
+from vitrina.models.segmentation import Segmentation, decode_rle, make_segmenter, mask_iou, rle_json
+from vitrina.pipelines.image_processing.nodes import pad_box, resize_square
 from vitrina.store import ReviewStore
 
 logger = logging.getLogger(__name__)
@@ -70,9 +70,13 @@ def segment_images(
     catalogue = str(params["catalogue"])
     name = params["segmenter"]
     segmenter = make_segmenter(name, params.get(name))
-    items = image_manifest[["product_id", "processed_path"]].merge(
+    sizes = [c for c in ("source_width", "source_height") if c in image_manifest]
+    items = image_manifest[["product_id", "processed_path", *sizes]].merge(
         products[["product_id", "image_path"]], on="product_id", how="left"
     )
+    if len(sizes) < 2:
+        items = items.assign(source_width=None, source_height=None)
+    items = items[["product_id", "processed_path", "image_path", "source_width", "source_height"]]
     if items["image_path"].isna().any():
         missing = items.loc[items["image_path"].isna(), "product_id"].head(5).tolist()
         raise ValueError(f"image_manifest has products missing from products, e.g. {missing}")
@@ -97,9 +101,10 @@ def segment_images(
         for start in range(0, len(items), batch_size):
             batch = items.iloc[start : start + batch_size]
             images, masks_out = [], []
-            for pid, processed, rel in batch.itertuples(index=False):
+            for pid, processed, rel, src_w, src_h in batch.itertuples(index=False):
                 key = (pid, rel)
-                entry, image, result = _one(segmenter, pid, rel, processed, done.get(key))
+                source = _Source(pid, rel, processed, src_w, src_h)
+                entry, image, result = _one(segmenter, source, image_params, done.get(key))
                 if image is not None:
                     images.append(image)
                     mask = result.mask if result is not None else None
@@ -122,17 +127,39 @@ def segment_images(
     return frame, metrics
 
 
-def _one(segmenter, pid: str, rel: str, processed: str, done_hash: str | None):
+class _Source(NamedTuple):
+    product_id: str
+    image_path: str
+    processed_path: str
+    source_width: Any
+    source_height: Any
+
+
+def _picture_box(source: _Source, image_params: dict[str, Any], width: int, height: int):
+    """The picture inside image processing's padding, ``(x0, y0, x1, y1)``; None: all."""
+    size = int(image_params["size"])
+    if image_params.get("mode", "pad") != "pad" or (width, height) != (size, size):
+        return None
+    if pd.isna(source.source_width) or pd.isna(source.source_height):
+        return None
+    return pad_box(int(source.source_width), int(source.source_height), size)
+
+
+def _one(segmenter, source: _Source, image_params: dict[str, Any], done_hash: str | None):
     """Segment one image unless its mask was made from the same content.
+
+    Only the picture is segmented, not image processing's padding (a border of padding
+    would otherwise become the background's colour); the mask is zero on the padding.
 
     Returns:
         ``(report entry, image row or None, Segmentation or None)``: no image row when the
         file is missing or cannot be decoded (reported as failed); no segmentation when
         skipped.
     """
-    entry = {"product_id": pid, "image_path": rel, "processed_path": processed}
+    entry = {"product_id": source.product_id, "image_path": source.image_path,
+             "processed_path": source.processed_path}  # fmt: skip
     try:
-        data = Path(processed).read_bytes()
+        data = Path(source.processed_path).read_bytes()
     except FileNotFoundError:  # deleted since image processing (or since its row was written)
         return {**entry, "outcome": "failed", "reason": "missing_image"}, None, None
     digest = hashlib.sha256(data).hexdigest()
@@ -143,11 +170,18 @@ def _one(segmenter, pid: str, rel: str, processed: str, done_hash: str | None):
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         reason = f"decode_error: {type(exc).__name__}: {exc}"
         return {**entry, "outcome": "failed", "reason": reason}, None, None
-    row = {"product_id": pid, "image_path": rel, "processed_path": processed,
-           "content_hash": digest, "width": width, "height": height}  # fmt: skip
+    row = {**entry, "content_hash": digest, "width": width, "height": height}
     if image is None:
         return {**entry, "outcome": "skipped", "reason": "same content and segmenter"}, row, None
-    result = segmenter.segment(image)
+    box = _picture_box(source, image_params, width, height)
+    if box is None:
+        result = segmenter.segment(image)
+    else:
+        x0, y0, x1, y1 = box
+        inner = segmenter.segment(np.ascontiguousarray(image[y0:y1, x0:x1]))
+        mask = np.zeros((height, width), bool)
+        mask[y0:y1, x0:x1] = inner.mask
+        result = Segmentation(mask, inner.score)
     entry.update(outcome="processed", reason="", score=result.score,
                  area_fraction=result.area_fraction)  # fmt: skip
     return entry, row, result
