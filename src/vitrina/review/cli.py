@@ -16,7 +16,7 @@ import click
 from sqlalchemy.engine import make_url
 
 from vitrina.config import project_root, resolve_conf
-from vitrina.store import ReviewStore, StatusChange, resolve_url
+from vitrina.store import ReviewStore, StatusChange, StoreConnectionError, resolve_url
 
 
 def project_store(env: str | None) -> tuple[ReviewStore, str]:
@@ -66,7 +66,10 @@ def review(ctx: click.Context, env: str | None, catalogue: str | None, reviewer:
 
 
 def _open(ctx: click.Context) -> tuple[ReviewStore, str, str]:
-    store, catalogue = project_store(ctx.obj["env"])
+    try:
+        store, catalogue = project_store(ctx.obj["env"])
+    except (StoreConnectionError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
     return store, ctx.obj["catalogue"] or catalogue, ctx.obj["reviewer"]
 
 
