@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.review_db import pg_server, review_db_url  # noqa: F401 - shared fixtures
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 

@@ -1,4 +1,4 @@
-"""``vitrina`` commands besides ``kedro run``: ``classify`` and ``models download``.
+"""``vitrina`` commands besides ``kedro run``: ``classify``, ``models download``, ``review``.
 
 ``vitrina`` alone (or with ``kedro run`` options) runs the project's pipelines, as before;
 ``vitrina classify ...`` and ``vitrina models ...`` are the commands below. They run in the
@@ -162,6 +162,15 @@ def download(uri: str, dst: str, env: str | None) -> None:
     artefact = Path(local) / "artifacts" / "model"
     if (artefact / "config.json").is_file():
         click.echo(f"classifier folder: {artefact}  (vitrina classify --model {artefact} PATH...)")
+
+
+def _add_review_commands() -> None:
+    from vitrina.review.cli import review
+
+    cli.add_command(review, name="review")
+
+
+_add_review_commands()
 
 
 def main(argv: list[str] | None = None) -> Any:

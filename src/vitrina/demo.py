@@ -918,20 +918,19 @@ def _pattern_fill(
     return out
 
 
-def _render(
-    style: dict[str, Any], rng: np.random.Generator, width: int, height: int
-) -> Image.Image:
-    """Draw one product photo: (height, width) RGB, light background, coloured silhouette."""
-    a = width / height
+def _layout(style: dict[str, Any], rng: np.random.Generator, width: int, height: int) -> dict:
+    """Colours, placement and silhouette of one photo (the first random draws of ``_render``).
+
+    Returns ``rgb``, ``bg``, ``scale``, ``cx``, ``cy``, ``cos_t``, ``sin_t``, ``tf`` (unit box →
+    pixels), ``shape`` (``_shape``), ``mask`` (L, 255 inside the fill polygons) and ``line_w``;
+    :mod:`vitrina.demo_masks` replays it to write the true garment masks.
+    """
     base = np.array(style["rgb"], np.float32)
     rgb = np.clip(base + rng.integers(-10, 11, 3), 0, 255).astype(np.float32)
     bg = np.clip(
         np.array([238, 238, 236]) + rng.integers(-10, 9, 3) + rng.integers(-4, 5), 200, 255
     )
-    if style["child"]:
-        scale = float(rng.uniform(0.60, 0.72))
-    else:
-        scale = float(rng.uniform(0.84, 0.98))
+    scale = float(rng.uniform(0.60, 0.72) if style["child"] else rng.uniform(0.84, 0.98))
     cx = width / 2 + rng.normal(0, 0.035) * width
     cy = height / 2 + rng.normal(0, 0.03) * height
     theta = math.radians(float(rng.uniform(-9, 9)))
@@ -944,11 +943,23 @@ def _render(
             out.append((cx + dx * cos_t - dy * sin_t, cy + dx * sin_t + dy * cos_t))
         return out
 
-    shape = _shape(style, a)
+    shape = _shape(style, width / height)
     mask = Image.new("L", (width, height), 0)
     mdraw = ImageDraw.Draw(mask)
     for op, pts in shape["fill"]:
         mdraw.polygon(tf(pts), fill=255 if op == "fill" else 0)
+    line_w = max(1, round(2 * scale * min(width, height) / 240))
+    return {"rgb": rgb, "bg": bg, "scale": scale, "cx": cx, "cy": cy, "cos_t": cos_t,
+            "sin_t": sin_t, "tf": tf, "shape": shape, "mask": mask, "line_w": line_w}  # fmt: skip
+
+
+def _render(
+    style: dict[str, Any], rng: np.random.Generator, width: int, height: int
+) -> Image.Image:
+    """Draw one product photo: (height, width) RGB, light background, coloured silhouette."""
+    lay = _layout(style, rng, width, height)
+    rgb, bg, scale, cx, cy = lay["rgb"], lay["bg"], lay["scale"], lay["cx"], lay["cy"]
+    cos_t, sin_t, tf, shape, mask = lay["cos_t"], lay["sin_t"], lay["tf"], lay["shape"], lay["mask"]
 
     # garment coordinates (pixels at scale 1, rotated with the garment) for the pattern
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -991,7 +1002,7 @@ def _render(
             else colour
         )
         draw.polygon(tf(pts), fill=c, outline=dark)
-    line_w = max(1, round(2 * scale * min(width, height) / 240))
+    line_w = lay["line_w"]
     for pts in shape["lines"]:
         draw.line(tf(pts), fill=dark, width=line_w)
     if style["adult_only"] and style["shape"] == "lingerie":  # scalloped lace trim

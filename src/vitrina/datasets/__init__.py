@@ -1,11 +1,12 @@
 """Custom Kedro datasets: NPZ embeddings, ruCLIP checkpoints, the generated demo catalogue,
-seed 004's classification layouts."""
+seed 004's classification layouts, the review database and a JSON POST endpoint."""
 
 from .checkpoint import RuClipCheckpointDataset
 from .classifier import ClassifierDataset
 from .demo_catalogue import DemoCatalogueDataset
 from .embeddings import Embeddings, EmbeddingsDataset
 from .image_folder import ImageFolderDataset
+from .review_store import JSONPostDataset, ReviewStoreDataset
 from .seed_layouts import SeedClassificationDataset, SeedMetricLearningDataset
 
 __all__ = [
@@ -14,6 +15,8 @@ __all__ = [
     "Embeddings",
     "EmbeddingsDataset",
     "ImageFolderDataset",
+    "JSONPostDataset",
+    "ReviewStoreDataset",
     "RuClipCheckpointDataset",
     "SeedClassificationDataset",
     "SeedMetricLearningDataset",

@@ -17,6 +17,7 @@ from vitrina.demo import (
     generate_demo_catalogue,
     read_demo_table,
 )
+from vitrina.demo_masks import demo_masks_dir, write_demo_masks
 
 
 class DemoCatalogueDataset(AbstractDataset[None, pd.DataFrame]):
@@ -24,7 +25,8 @@ class DemoCatalogueDataset(AbstractDataset[None, pd.DataFrame]):
 
     ``load()`` generates the catalogue into ``path`` on first use (deterministically from
     ``seed``; a later load with the same parameters reuses it) and returns the raw table.
-    Images live in ``<path>/images``, named by the ``picture`` column.
+    Images live in ``<path>/images``, named by the ``picture`` column; the true garment
+    masks (:mod:`vitrina.demo_masks`) in ``<path>/masks/<picture stem>.png``.
 
     Example ``catalog.yml`` entry::
 
@@ -67,8 +69,13 @@ class DemoCatalogueDataset(AbstractDataset[None, pd.DataFrame]):
         """Directory that ``picture`` values are relative to."""
         return Path(self._path) / IMAGES_DIR
 
+    @property
+    def masks_dir(self) -> Path:
+        """Directory of the true garment masks, ``<picture stem>.png`` (written by ``load()``)."""
+        return demo_masks_dir(self._path)
+
     def load(self) -> pd.DataFrame:
-        """Generate the catalogue if needed and return its table.
+        """Generate the catalogue and its true garment masks if needed; return its table.
 
         Returns:
             DataFrame of ``n_products`` rows with the demo source's own columns
@@ -76,13 +83,15 @@ class DemoCatalogueDataset(AbstractDataset[None, pd.DataFrame]):
             columns are ``str`` (missing values NaN), ``is_adult`` bool, ``price`` float
             (roubles).
         """
-        return generate_demo_catalogue(
-            Path(self._path),
-            n_products=self._n_products,
-            seed=self._seed,
-            image_size=self._image_size,
-            n_defects=self._n_defects,
-        )
+        args = {
+            "n_products": self._n_products,
+            "seed": self._seed,
+            "image_size": self._image_size,
+            "n_defects": self._n_defects,
+        }
+        table = generate_demo_catalogue(Path(self._path), **args)
+        write_demo_masks(Path(self._path), **args)
+        return table
 
     def save(self, data: None) -> None:
         """Always raises: the demo catalogue is generated, never written by a pipeline.

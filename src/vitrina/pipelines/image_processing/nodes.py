@@ -72,6 +72,23 @@ def resize_square(
     raise ValueError(f"image_processing.mode must be 'pad' or 'crop', got {mode!r}")
 
 
+def pad_box(width: int, height: int, size: int) -> tuple[int, int, int, int]:
+    """Where ``resize_square(..., mode="pad")`` puts a ``width`` × ``height`` picture.
+
+    Returns:
+        ``(x0, y0, x1, y1)`` in the ``size`` × ``size`` output, end exclusive: PIL's
+        ``ImageOps.contain`` size and ``ImageOps.pad`` centring, computed without resizing.
+    """
+    new_w, new_h = size, size
+    if width != height:  # PIL compares the ratios width / height and size / size
+        if width / height > 1:
+            new_h = round(height / width * size)
+        else:
+            new_w = round(width / height * size)
+    x0, y0 = round((size - new_w) * 0.5), round((size - new_h) * 0.5)
+    return x0, y0, x0 + new_w, y0 + new_h
+
+
 def output_name(product_id: str, extension: str) -> str:
     """A file name for ``product_id`` that is safe on any file system.
 

@@ -1,0 +1,1 @@
+"""Reviewing masks: the ``vitrina review`` commands and the local review page."""
