@@ -21,11 +21,12 @@ def run_pipelines(argv: list[str] | None = None) -> Any:
     return run(args=argv, standalone_mode=not interactive)
 
 
-def main(*args, **kwargs) -> Any:
-    """The package's console entry point (see the module docstring)."""
+def main(argv: list[str] | None = None) -> Any:
+    """The package's console entry point (see the module docstring); ``argv`` defaults
+    to the command line."""
     from vitrina.cli import main as cli_main
 
-    return cli_main(list(args) if args else None)
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

@@ -93,6 +93,11 @@ def classify(
 
                 classifier = ImageClassifier.load(model_dir)
             else:
+                from vitrina.config import classification_tasks
+
+                tasks = classification_tasks(env=context.env)
+                if task not in tasks:
+                    raise click.UsageError(f"unknown task {task!r}; the tasks are {sorted(tasks)}")
                 classifier = context.catalog.load(f"{task}.classifier")
             if group:
                 column, sep, value = group.partition("=")

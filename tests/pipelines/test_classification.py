@@ -105,12 +105,18 @@ def test_multiclass_trains_evaluates_and_reports(multiclass, params):
 def test_saved_classifier_reloads_with_the_same_outputs(multiclass, tmp_path):
     model = multiclass["category.classifier"]
     model.save(tmp_path / "model")
-    again = ImageClassifier.load(tmp_path / "model", kind="multiclass", n_classes=len(model.classes))
+    again = ImageClassifier.load(
+        tmp_path / "model", kind="multiclass", n_classes=len(model.classes)
+    )
     images = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
     np.testing.assert_allclose(again.predict(images), model.predict(images), atol=1e-6)
-    with pytest.raises(CheckpointMismatchError, match="'multiclass' model; this task is 'multilabel'"):
+    with pytest.raises(
+        CheckpointMismatchError, match="'multiclass' model; this task is 'multilabel'"
+    ):
         ImageClassifier.load(tmp_path / "model", kind="multilabel")
-    with pytest.raises(CheckpointMismatchError, match=f"has {len(model.classes)} classes; this task has 99"):
+    with pytest.raises(
+        CheckpointMismatchError, match=f"has {len(model.classes)} classes; this task has 99"
+    ):
         ImageClassifier.load(tmp_path / "model", n_classes=99)
 
 
@@ -121,7 +127,11 @@ def test_multilabel_thresholds_and_metrics(catalogue, params):
     thresholds = np.asarray(model.config["thresholds"])
     assert thresholds.shape == (len(model.classes),) and ((thresholds > 0) & (thresholds < 1)).all()
     assert all("=" in c for c in model.classes)  # column=value tags
-    test = out["tags.classification_task_metrics"].query("split == 'test'").set_index("metric")["value"]
+    test = (
+        out["tags.classification_task_metrics"]
+        .query("split == 'test'")
+        .set_index("metric")["value"]
+    )
     assert {"micro_f1", "macro_f1", "map"} <= set(test.index) and 0 < test["map"] <= 1
 
 
@@ -129,7 +139,9 @@ def test_multilabel_thresholds_and_metrics(catalogue, params):
 def test_metric_learning_holds_out_classes_and_keeps_a_gallery(catalogue, params):
     out = run_task(catalogue, params, "subcategory_retrieval")
     items = out["subcategory_retrieval.classification_items"]
-    by_split = {s: set(items.loc[items["split"] == s, "target"]) for s in ("train", "validation", "test")}
+    by_split = {
+        s: set(items.loc[items["split"] == s, "target"]) for s in ("train", "validation", "test")
+    }
     assert not by_split["train"] & (by_split["validation"] | by_split["test"])
     model = out["subcategory_retrieval.classifier"]
     assert len(model.gallery["ids"]) == len(items)
@@ -152,7 +164,9 @@ def small_products(n_per_class=12, classes=("a", "b", "c")):
             rows.append({"product_id": f"{c}{i}", "group_id": f"{c}{i // 2}", "label": c,
                          "colour": "red" if i % 2 else "blue"})  # fmt: skip
     products = pd.DataFrame(rows)
-    manifest = pd.DataFrame({"product_id": products["product_id"], "processed_path": products["product_id"] + ".jpg"})
+    manifest = pd.DataFrame(
+        {"product_id": products["product_id"], "processed_path": products["product_id"] + ".jpg"}
+    )
     return products, manifest
 
 
@@ -204,21 +218,30 @@ def test_indicator_columns_become_tags_and_bad_values_are_named():
     assert set(items["target"]) == {"class_0|class_1", "class_1"}
     products.loc[3, "class_1"] = 7
     with pytest.raises(ValueError, match=r"indicator columns \['class_1'\]"):
-        prepare_items(products, manifest, {"name": "t", "kind": "multilabel", "indicator_columns": "class_*"}, {})
+        prepare_items(
+            products,
+            manifest,
+            {"name": "t", "kind": "multilabel", "indicator_columns": "class_*"},
+            {},
+        )
 
 
 # ---------------------------------------------------------------------- inference
 
 
 @pytest.mark.slow
-def test_inference_over_a_folder_reports_corrupt_and_missing_images(multiclass, catalogue, tmp_path):
+def test_inference_over_a_folder_reports_corrupt_and_missing_images(
+    multiclass, catalogue, tmp_path
+):
     _, _, manifest = catalogue
     folder = tmp_path / "images"
     (folder / "sub").mkdir(parents=True)
     for i, path in enumerate(manifest["processed_path"].head(3)):
         Image.open(path).save(folder / "sub" / f"ok{i}.jpg")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
-    images = select_images(None, None, {"source": {"paths": [str(folder), str(tmp_path / "gone.jpg")]}})
+    images = select_images(
+        None, None, {"source": {"paths": [str(folder), str(tmp_path / "gone.jpg")]}}
+    )
     assert len(images) == 5
     out = classify_images(multiclass["category.classifier"], images, {"top_k": 3})
     status = dict(zip(out["path"].str.rsplit("/", n=1).str[-1], out["status"], strict=True))
@@ -226,7 +249,9 @@ def test_inference_over_a_folder_reports_corrupt_and_missing_images(multiclass, 
                       "gone.jpg": "missing_image"}  # fmt: skip
     ok = out[out["status"] == "ok"]
     assert ok[["prob_1", "prob_2", "prob_3"]].notna().all().all()
-    assert (ok["prob_1"] >= ok["prob_2"]).all() and set(ok["label_1"]) <= set(multiclass["category.classifier"].classes)
+    assert (ok["prob_1"] >= ok["prob_2"]).all() and set(ok["label_1"]) <= set(
+        multiclass["category.classifier"].classes
+    )
 
 
 def test_empty_folder_is_a_clear_error(tmp_path):
@@ -244,14 +269,20 @@ def test_group_source_selects_the_catalogue_group():
 
 
 @pytest.mark.slow
-def test_init_from_a_classifier_of_another_kind_or_class_count_is_refused(multiclass, catalogue, params, tmp_path):
+def test_init_from_a_classifier_of_another_kind_or_class_count_is_refused(
+    multiclass, catalogue, params, tmp_path
+):
     model = multiclass["category.classifier"]
     model.save(tmp_path / "category")
     _, products, manifest = catalogue
     task = copy.deepcopy(params["tasks"]["subcategory_retrieval"])
-    task.update(name="init_check", kind="multiclass", init={"classifier": str(tmp_path / "category")})
+    task.update(
+        name="init_check", kind="multiclass", init={"classifier": str(tmp_path / "category")}
+    )
     items, _ = prepare_items(products, manifest, task, params)
     n = items.loc[items["split"] == "train", "target"].nunique()
-    with pytest.raises(CheckpointMismatchError, match=f"has {len(model.classes)} classes; this task has {n}"):
+    with pytest.raises(
+        CheckpointMismatchError, match=f"has {len(model.classes)} classes; this task has {n}"
+    ):
         train_classifier(items, task, params)
     json.dumps(model.config)  # the config stays JSON-serialisable
