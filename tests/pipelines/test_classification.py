@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
@@ -16,6 +17,7 @@ from PIL import Image
 
 from tests.conftest import REPO
 from vitrina.demo import generate_demo_catalogue
+from vitrina.models.classifiers import pruning
 from vitrina.models.classifiers.artefact import CheckpointMismatchError, ImageClassifier
 from vitrina.pipelines.classification.items import prepare_items
 from vitrina.pipelines.classification.nodes import train_classifier
@@ -286,3 +288,55 @@ def test_init_from_a_classifier_of_another_kind_or_class_count_is_refused(
     ):
         train_classifier(items, task, params)
     json.dumps(model.config)  # the config stays JSON-serialisable
+
+
+# ------------------------------------------------------------------------ pruning
+
+
+def tiny_task():
+    from vitrina.models.classifiers.backbones import build_backbone
+    from vitrina.models.classifiers.kinds import MulticlassTask
+
+    torch.manual_seed(0)
+    return MulticlassTask(build_backbone("tiny_resnet", image_size=32), classes=["a", "b", "c"],
+                          training={}, image_size=32)  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["l1_unstructured", "random_unstructured"])
+def test_unstructured_pruning_reaches_the_amount_and_is_permanent(method):
+    task = tiny_task()
+    cfg = pruning.validate({"method": method, "amount": 0.4})
+    reached = pruning.prune_once(task, cfg)
+    assert reached == pytest.approx(0.4, abs=0.01)
+    assert not any(name.endswith("_orig") for name, _ in task.named_parameters())
+    assert not any(name.endswith("_mask") for name, _ in task.named_buffers())
+
+
+def test_structured_pruning_zeroes_whole_channels():
+    task = tiny_task()
+    pruning.prune_once(task, pruning.validate({"method": "ln_structured", "amount": 0.5, "dim": 0}))
+    conv = next(m for m, _ in pruning.prunable(task) if isinstance(m, torch.nn.Conv2d))
+    zero_rows = (conv.weight.detach().flatten(1).abs().sum(1) == 0).float().mean()
+    assert zero_rows == pytest.approx(0.5, abs=0.13)
+
+
+def test_pruning_settings_are_validated():
+    with pytest.raises(ValueError, match="pruning.method must be one of"):
+        pruning.validate({"method": "magic"})
+    with pytest.raises(ValueError, match=r"pruning.amount must be a fraction in \(0, 1\), got 1.5"):
+        pruning.validate({"amount": 1.5})
+
+
+@pytest.mark.slow
+def test_pruning_per_epoch_is_reported_with_metric_before_and_after(catalogue, params):
+    p = copy.deepcopy(params)
+    p["tasks"]["category"]["pruning"] = {"method": "l1_unstructured", "amount": 0.3, "schedule": "epoch",
+                                         "start_epoch": 2}  # fmt: skip
+    p["training"]["max_epochs"] = 4
+    p["output_dir"] = p["output_dir"] + "-pruned"
+    out = run_task(catalogue, p, "category")
+    report = out["category.classifier"].config["pruning"]
+    assert report["sparsity"] > 0.25
+    assert {"val_macro_f1_before", "val_macro_f1_after"} <= set(report)
+    rows = out["category.classification_task_metrics"]
+    assert "pruning_sparsity" in set(rows["metric"])

@@ -92,12 +92,14 @@ class FitResult:
     Attributes:
         best_path: ``best.ckpt`` (the best epoch by the monitored metric).
         best_score: its monitored value.
+        last_path: ``last.ckpt`` (the end of the last epoch).
         epochs: epochs trained in all attempts.
         resumed: whether this call resumed from ``last.ckpt`` (or found the run done).
     """
 
     best_path: Path
     best_score: float
+    last_path: Path
     epochs: int
     resumed: bool
 
@@ -226,7 +228,11 @@ def fit_resumable(
         record = json.loads(done.read_text())
         logger.info("%s: already trained (%s); reusing best.ckpt", run.name, root)
         return FitResult(
-            run.checkpoints / "best.ckpt", float(record["best_score"]), int(record["epochs"]), True
+            run.checkpoints / "best.ckpt",
+            float(record["best_score"]),
+            run.checkpoints / "last.ckpt",
+            int(record["epochs"]),
+            True,
         )
     root.mkdir(parents=True, exist_ok=True)
     with atomic_path(stamp) as tmp:
@@ -252,7 +258,7 @@ def fit_resumable(
     best = run.checkpoints / "best.ckpt"
     with atomic_path(done) as tmp:
         tmp.write_text(json.dumps({"best_score": score, "epochs": trainer.current_epoch}))
-    return FitResult(best, score, int(trainer.current_epoch), resume)
+    return FitResult(best, score, run.checkpoints / "last.ckpt", int(trainer.current_epoch), resume)
 
 
 __all__ = [

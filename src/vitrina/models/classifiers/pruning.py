@@ -2,9 +2,11 @@
 
 Two schedules (``pruning.schedule``):
 
-* ``epoch`` — Lightning's ``ModelPruning`` callback prunes at the end of every training
-  epoch from ``start_epoch`` on (seed 004's ``prune_on_epoch_end``), so later epochs
-  fine-tune the pruned network; checkpoints hold the pruning made permanent;
+* ``epoch`` — Lightning's ``ModelPruning`` callback prunes at the start of every training
+  epoch from ``start_epoch`` on (seed 004's ``prune_on_epoch_end``, one step earlier so
+  that each epoch's validation and checkpoint see the network it trained), so the epochs
+  fine-tune the pruned network; checkpoints hold the pruning made permanent, and the
+  kept model is the last epoch's (the most pruned; an earlier "best" could be unpruned);
 * ``end`` — one-shot pruning of the best model after training (``prune_on_stage_end``).
 
 Methods: ``l1_unstructured``, ``random_unstructured`` (global over every convolution and
@@ -72,13 +74,20 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def pruning_callback(config: dict[str, Any], module: nn.Module) -> Any:
-    """Lightning's ``ModelPruning`` for the ``epoch`` schedule (pruning made permanent in
-    checkpoints and at the end of training)."""
+    """Lightning's ``ModelPruning`` for the ``epoch`` schedule, pruning at each epoch's
+    start (pruning made permanent in checkpoints and at the end of training)."""
     from lightning.pytorch.callbacks import ModelPruning
+
+    class EpochStartPruning(ModelPruning):
+        def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+            self._run_pruning(trainer.current_epoch)
+
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            return None
 
     start = config["start_epoch"]
     structured = config["method"].endswith("_structured")
-    return ModelPruning(
+    return EpochStartPruning(
         pruning_fn=config["method"],
         parameters_to_prune=prunable(module),
         use_global_unstructured=not structured,

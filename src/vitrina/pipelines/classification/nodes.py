@@ -157,7 +157,8 @@ def train_classifier(
                    "image_size": image_size, "backbone": module.hparams["backbone_spec"]}  # fmt: skip
     started = time.perf_counter()
     result = fit_resumable(run, module, data, config, fingerprint, callbacks)
-    best = load_lightning_checkpoint(result.best_path)
+    per_epoch = bool(prune_cfg and prune_cfg["schedule"] == "epoch")
+    best = load_lightning_checkpoint(result.last_path if per_epoch else result.best_path)
     val = split == "validation"
     summary: dict[str, Any] = {"best_" + module.monitor: result.best_score, "epochs": result.epochs}
     if kind == "multilabel":
@@ -175,7 +176,7 @@ def train_classifier(
         "image_mean": list(backbone.image_mean), "image_std": list(backbone.image_std),
         "backbone": task["backbone"], "backbone_checkpoint": task.get("checkpoint"),
         "thresholds": best.options.get("thresholds"), "hparams": dict(best.hparams),
-        "source_checkpoint": str(result.best_path), "git_commit": git_commit(Path.cwd()),
+        "source_checkpoint": str(result.last_path if per_epoch else result.best_path), "git_commit": git_commit(Path.cwd()),
         "training_seconds": round(time.perf_counter() - started, 1), **summary,
     }  # fmt: skip
     logger.info(
