@@ -14,12 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
 
-from vitrina.models.classifiers.backbones import build_backbone
 from vitrina.models.classifiers.metrics import (
     choose_thresholds,
     multiclass_metrics,
@@ -27,7 +25,7 @@ from vitrina.models.classifiers.metrics import (
     retrieval_metrics,
 )
 
-from .nodes import METRIC_COLUMNS, decode_items, encode, task_settings
+from .nodes import METRIC_COLUMNS, encode, task_inputs
 
 
 @torch.inference_mode()
@@ -57,17 +55,8 @@ def linear_probe_baseline(
         return pd.DataFrame(columns=METRIC_COLUMNS)
     from vitrina.models.probes import fit_probe
 
-    config, image_size = task_settings(task, params)
+    config, _, items, images, backbone = task_inputs(items, task, params)
     kind = task["kind"]
-    images, ok = decode_items(items, image_size, params)
-    items, images = items[ok].reset_index(drop=True), images[ok]
-    pl.seed_everything(config.seed, workers=True, verbose=False)
-    backbone = build_backbone(
-        task["backbone"],
-        checkpoint=task.get("checkpoint"),
-        image_size=image_size,
-        overrides=task.get("backbone_overrides"),
-    )
     feats = frozen_features(backbone, images)
     classes, targets, _ = encode(items, kind)
     train, test = (items["split"] == "train").to_numpy(), (items["split"] == "test").to_numpy()

@@ -92,6 +92,24 @@ def decode_items(
     return images, ok
 
 
+def task_inputs(
+    items: pd.DataFrame, task: dict[str, Any], params: dict[str, Any]
+) -> tuple[TrainingConfig, int, pd.DataFrame, np.ndarray, Any]:
+    """What training and the baseline start from: settings, image size, the items whose
+    images decode, those images, and the backbone with its initial weights (seeded, so
+    the baseline's frozen backbone is exactly the one training starts from)."""
+    config, image_size = task_settings(task, params)
+    images, ok = decode_items(items, image_size, params)
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    backbone = build_backbone(
+        task["backbone"],
+        checkpoint=task.get("checkpoint"),
+        image_size=image_size,
+        overrides=task.get("backbone_overrides"),
+    )
+    return config, image_size, items[ok].reset_index(drop=True), images[ok], backbone
+
+
 def _items_digest(items: pd.DataFrame) -> str:
     frame = items[["product_id", "target", "split"]].astype(str)
     return hashlib.sha256(
@@ -119,18 +137,9 @@ def train_classifier(
             is of another kind or class count.
     """
     name, kind = task["name"], task["kind"]
-    config, image_size = task_settings(task, params)
-    images, ok = decode_items(items, image_size, params)
-    items, images = items[ok].reset_index(drop=True), images[ok]
+    config, image_size, items, images, backbone = task_inputs(items, task, params)
     classes, targets, n_train_classes = encode(items, kind)
     split = items["split"].to_numpy()
-    pl.seed_everything(config.seed, workers=True, verbose=False)
-    backbone = build_backbone(
-        task["backbone"],
-        checkpoint=task.get("checkpoint"),
-        image_size=image_size,
-        overrides=task.get("backbone_overrides"),
-    )
     train_targets = targets[split == "train"]
     options = {**(task.get("options") or {}), "n_train_classes": n_train_classes}
     if kind == "multiclass":
