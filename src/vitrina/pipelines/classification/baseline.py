@@ -24,6 +24,7 @@ from vitrina.models.classifiers.metrics import (
     multilabel_metrics,
     retrieval_metrics,
 )
+from vitrina.utils import limit_threads
 
 from .nodes import METRIC_COLUMNS, encode, task_inputs
 
@@ -53,9 +54,16 @@ def linear_probe_baseline(
     """
     if not task.get("baseline", True):
         return pd.DataFrame(columns=METRIC_COLUMNS)
+    config, _, items, images, backbone = task_inputs(items, task, params)
+    with limit_threads(config.num_threads):
+        return _baseline(items, images, backbone, task, config.seed)
+
+
+def _baseline(
+    items: pd.DataFrame, images: np.ndarray, backbone: Any, task: dict[str, Any], seed: int
+) -> pd.DataFrame:
     from vitrina.models.probes import fit_probe
 
-    config, _, items, images, backbone = task_inputs(items, task, params)
     kind = task["kind"]
     feats = frozen_features(backbone, images)
     classes, targets, _ = encode(items, kind)
@@ -68,7 +76,7 @@ def linear_probe_baseline(
             feats[train],
             y[train],
             items.loc[train, "group_id"].to_numpy(),
-            seed=config.seed,
+            seed=seed,
         )
         proba = probe.predict_proba(feats[test])
         order = [list(probe.classes_).index(c) if c in probe.classes_ else -1 for c in classes]
