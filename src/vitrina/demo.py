@@ -337,6 +337,8 @@ def read_demo_table(path: str | os.PathLike[str], nrows: int | None = None) -> p
         dtype={**{c: str for c in DEMO_STR_COLUMNS}, "is_adult": bool, "price": "float64"},
         nrows=nrows,
         encoding="utf-8",
+        keep_default_na=False,  # a title "NA" or "None" is text; only empty cells are missing
+        na_values=[""],
     )
 
 
