@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -99,6 +100,8 @@ def test_a_save_that_fails_midway_leaves_the_old_file(tmp_path):
     assert catalog.load("report")["a"].tolist() == [1, 2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv", "s.md"]  # no temporary left
     assert make_atomic(catalog.get("report")) and make_atomic(MemoryDataset()) is False
+    copied = pickle.loads(pickle.dumps(catalog.get("report")))  # as ParallelRunner sends it
+    assert isinstance(copied._fs, AtomicLocalFileSystem)
 
 
 def test_every_file_dataset_of_every_environment_saves_atomically(kedro_project):

@@ -101,6 +101,8 @@ class AtomicLocalFileSystem:
         self.wrapped = fs
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "wrapped":  # unpickling (ParallelRunner) asks first
+            raise AttributeError(name)
         return getattr(self.wrapped, name)
 
     def open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
