@@ -34,10 +34,10 @@ Threads = int | Literal["auto"] | None
 
 
 class Schema(BaseModel):
-    """Base of the parameter models: extra keys allowed (and reported), no coercion of
-    strings into numbers (``"0.2"`` is a string, not a fraction)."""
+    """Base of the parameter models: keys a model does not name are allowed (and reported
+    as possible typos by :func:`vitrina.validation.validate_parameters`)."""
 
-    model_config = ConfigDict(extra="allow", strict=False, coerce_numbers_to_str=False)
+    model_config = ConfigDict(extra="allow")
 
 
 def _context(info: ValidationInfo, key: str) -> Any:
@@ -56,12 +56,16 @@ def _dataclass_check(build: Any, value: Any) -> Any:
 
 # ---------------------------------------------------------------------- project-wide
 class MlflowParams(Schema):
+    """``mlflow`` (conf/base/parameters.yml): model registration."""
+
     register_models: bool = False
     model_name_prefix: str = "vitrina"
 
 
 # ---------------------------------------------------------------------- ingestion
 class DerivationRule(Schema):
+    """One rule of ``ingestion.derived_labels.<label>.rules``: exactly one test."""
+
     column: str
     value: Any
     equals: Any = None
@@ -76,6 +80,8 @@ class DerivationRule(Schema):
 
 
 class DerivedLabel(Schema):
+    """``ingestion.derived_labels.<label>``: ordered rules, else ``default``."""
+
     default: Any = None
     rules: list[DerivationRule] = []
 
@@ -84,12 +90,14 @@ CANONICAL_COLUMNS = ("product_id", "title", "description", "image", "group_id")
 
 
 class IngestionParams(Schema):
+    """``ingestion``: the source-to-canonical column mapping and row filters."""
+
     image_root: str
     image_path_template: str = "{value}"
     columns: dict[str, str]
     labels: dict[str, str | None] = {}
     derived_labels: dict[str, DerivedLabel] = {}
-    required: list[Literal[CANONICAL_COLUMNS]] = list(CANONICAL_COLUMNS[:4])  # type: ignore[valid-type]
+    required: list[str] = list(CANONICAL_COLUMNS[:4])  # canonical or label columns
     max_products: Positive | None = None
     stratify_by: str | None = None
     seed: int = 42
@@ -112,6 +120,8 @@ class IngestionParams(Schema):
 
 # ---------------------------------------------------------------------- image processing
 class ImageProcessingParams(Schema):
+    """``image_processing``: output square side (px), mode, background (RGB 0-255), file format."""
+
     size: Annotated[int, Field(ge=1, le=8192)]
     mode: Literal["pad", "crop"] = "pad"
     background: Annotated[
@@ -142,6 +152,8 @@ class ImageProcessingParams(Schema):
 
 # ---------------------------------------------------------------------- embeddings
 class ModelSpec(Schema):
+    """One model of ``embeddings.models``; type-specific keys pass to its embedder."""
+
     type: str
     source: Literal["catalogue"] | None = None
     checkpoint: str | None = None
@@ -158,6 +170,8 @@ class ModelSpec(Schema):
 
 
 class EmbeddingsParams(Schema):
+    """``embeddings``: embedded text field, batching, device, autocast precision, models."""
+
     text_field: str = "title"
     batch_size: Positive = 64
     device: Device = "auto"
@@ -168,6 +182,8 @@ class EmbeddingsParams(Schema):
 
 # ---------------------------------------------------------------------- probing
 class ProbingTask(Schema):
+    """``probing.tasks.<name>``: a label column and the classes kept."""
+
     label: str
     type: Literal["binary", "multiclass"]
     classes: list[Any] | None = None
@@ -180,6 +196,8 @@ class ProbingTask(Schema):
 
 
 class ProbingParams(Schema):
+    """``probing``: tasks, modalities, probes and the grouped stratified split."""
+
     tasks: Annotated[dict[str, ProbingTask], Field(min_length=1)]
     modalities: Annotated[list[Literal["text", "image", "text+image"]], Field(min_length=1)]
     probes: Annotated[dict[str, dict[str, Any] | None], Field(min_length=1)]
@@ -191,6 +209,8 @@ class ProbingParams(Schema):
 
 # ---------------------------------------------------------------------- clip_finetune
 class ClipFinetuneParams(Schema):
+    """``clip_finetune``: base and output model, split, training (``TrainConfig``)."""
+
     base_model: str
     output_model: str
     text_field: str = "title"
@@ -221,6 +241,8 @@ class ClipFinetuneParams(Schema):
 
 # ---------------------------------------------------------------------- captioning
 class CaptioningData(Schema):
+    """``captioning.data``: train/validation/test shares (sum 1), seed, cap."""
+
     split: Annotated[list[Annotated[float, Field(ge=0, le=1)]], Field(min_length=3, max_length=3)]
     seed: int = 42
     max_items: Positive | None = None
@@ -234,6 +256,8 @@ class CaptioningData(Schema):
 
 
 class CaptioningEvaluation(Schema):
+    """``captioning.evaluation``: decodings and inference settings."""
+
     decodings: Annotated[list[Literal["greedy", "beam"]], Field(min_length=1)] = ["greedy"]
     batch_size: Positive = 32
     device: Device = "auto"
@@ -244,6 +268,8 @@ class CaptioningEvaluation(Schema):
 
 
 class CaptioningParams(Schema):
+    """``captioning``: data, the selected model configuration, training, evaluation."""
+
     data: CaptioningData
     model: str
     models: dict[str, dict[str, Any] | None]
@@ -275,6 +301,8 @@ class CaptioningParams(Schema):
 
 
 class CaptioningInferenceParams(Schema):
+    """``captioning_inference``: inputs, decoding and inference settings."""
+
     inputs: str | list[str] | None = None
     recursive: bool = False
     extensions: list[str] = []
@@ -290,6 +318,8 @@ class CaptioningInferenceParams(Schema):
 
 # ---------------------------------------------------------------------- pair matching
 class PairCandidates(Schema):
+    """``pair_matching.candidates``: FAISS candidate search and scoring."""
+
     k: Positive = 10
     modality: Literal["text", "image", "text+image"] = "text"
     match_threshold: Annotated[float, Field(ge=0, le=1)] | None = None
@@ -298,6 +328,8 @@ class PairCandidates(Schema):
 
 
 class PairMatchingParams(Schema):
+    """``pair_matching``: source layout, splits, feature variants, classifiers."""
+
     source: Literal["catalogue", "pairs", "competition", "er_magellan"] = "catalogue"
     test_size: Fraction = 0.2
     val_size: Fraction = 0.1
@@ -335,6 +367,8 @@ class PairMatchingParams(Schema):
 
 # ---------------------------------------------------------------------- tuning
 class TuningParams(Schema):
+    """``tuning``: the target and study settings (checked by the tuning plan)."""
+
     target: str
     n_trials: Positive = 20
     timeout: Annotated[float, Field(gt=0)] | None = None
