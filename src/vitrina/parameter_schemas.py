@@ -16,7 +16,7 @@ parameters or its catalogue read them from the validation context
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -153,6 +153,8 @@ class ImageProcessingParams(Schema):
 # ---------------------------------------------------------------------- embeddings
 class ModelSpec(Schema):
     """One model of ``embeddings.models``; type-specific keys pass to its embedder."""
+
+    open_keys: ClassVar[bool] = True  # type-specific keys go to the embedder as they are
 
     type: str
     source: Literal["catalogue"] | None = None
@@ -336,6 +338,10 @@ class PairMatchingParams(Schema):
     seed: int = 42
     threads: Positive | None = None
     features: dict[str, Any] = {}
+    catalogue: dict[str, Any] = {}  # the layouts' own settings
+    pairs: dict[str, Any] = {}
+    competition: dict[str, Any] = {}
+    lsa: dict[str, Any] = {}
     variants: Annotated[dict[str, dict[str, Any] | None], Field(min_length=1)]
     primary_variant: str | None = None
     classifiers: Annotated[dict[str, dict[str, Any] | None], Field(min_length=1)]
@@ -372,6 +378,12 @@ class TuningParams(Schema):
     target: str
     n_trials: Positive = 20
     timeout: Annotated[float, Field(gt=0)] | None = None
+    catalogue: str = "vitrina"
+    study_name: str | None = None
+    storage: str | None = None
+    sampler: dict[str, Any] = {}
+    pruner: dict[str, Any] = {}
+    embeddings_dir: str | None = None
     targets: dict[str, dict[str, Any] | None]
 
     @model_validator(mode="after")

@@ -83,14 +83,20 @@ def _problems(key: str, error: ValidationError) -> list[str]:
 
 
 def _unknown_keys(model: BaseModel, prefix: str) -> list[str]:
-    """Dotted names of the keys no field of ``model`` (or of its sub-models) declares."""
-    unknown = [f"{prefix}.{k}" for k in (model.model_extra or {})]
+    """Dotted names of the keys no field of ``model`` (or of its sub-models) declares;
+    a model with ``open_keys = True`` (keys passed on as they are) reports none."""
+    unknown = (
+        []
+        if getattr(model, "open_keys", False)
+        else [f"{prefix}.{k}" for k in (model.model_extra or {})]
+    )
     for name in type(model).model_fields:
         value = getattr(model, name, None)
-        values = value.values() if isinstance(value, dict) else [value]
-        for sub in values:
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for key, sub in items:
             if isinstance(sub, BaseModel):
-                unknown += _unknown_keys(sub, f"{prefix}.{name}")
+                where = f"{prefix}.{name}" + (f".{key}" if key is not None else "")
+                unknown += _unknown_keys(sub, where)
     return unknown
 
 
