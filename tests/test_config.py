@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from vitrina.config import cli_env, project_parameters, resolve_conf
+import pytest
+
+from vitrina.config import UnknownEnvironmentError, cli_env, project_parameters, resolve_conf
 
 
 def test_the_run_environment_comes_from_the_argument_then_kedro_env_then_the_command_line(
@@ -21,9 +23,11 @@ def test_the_run_environment_comes_from_the_argument_then_kedro_env_then_the_com
     # merged key by key (the project's soft merge), lists replaced, interpolations left
     assert project_parameters(tmp_path) == {"a": {"x": 1, "y": [3]}, "b": "${globals:z}"}
 
-    monkeypatch.setenv("KEDRO_ENV", "nowhere")  # KEDRO_ENV wins; a missing folder → base
-    assert resolve_conf(tmp_path) == (str(tmp_path), "base")
+    monkeypatch.setenv("KEDRO_ENV", "nowhere")  # KEDRO_ENV wins; a missing folder is an error
+    with pytest.raises(UnknownEnvironmentError, match=r"'nowhere' does not exist.*: hm;"):
+        resolve_conf(tmp_path)
     assert resolve_conf(tmp_path, "hm")[1] == "hm"  # an explicit env wins over both
+    assert resolve_conf(tmp_path, "local") == (str(tmp_path), "base")  # local may be absent
 
     assert cli_env(["/venv/bin/kedro", "run", "--env=er"]) == "er"
     assert cli_env(["/venv/bin/kedro", "run", "-e", "er"]) == "er"

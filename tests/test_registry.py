@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import skops.io
 from mlflow import MlflowClient
 
 from tests.models.test_clip_training import make_checkpoint, make_pairs
 from tests.models.test_pair_classifier import SMALL_MLP, toy, toy_pairs
+from tests.test_no_pickle import Payload
 from vitrina.models.embedders import embedder_from_ruclip_bundle
 from vitrina.models.pair_classifier import fit_pair_matchers, limit_threads
 from vitrina.models.ruclip import load_ruclip
@@ -122,3 +126,12 @@ def test_pair_classifier_is_registered_with_its_items_and_scores_pairs(store):
     assert (out["match"] == (expected >= matcher.threshold)).all()
     with pytest.raises(Exception, match="right_id"):
         model.predict(pd.DataFrame({"left_id": ["P0000"]}))
+
+    # no pickle in the registered model: a tampered skops file is refused on load
+    stored = list((store_root := Path.cwd() / "artifacts").rglob("features.*"))
+    assert [p.suffix for p in stored] == [".skops"], stored
+    assert not [p for p in store_root.rglob("*") if p.suffix in (".pkl", ".joblib", ".pickle")]
+    skops.io.dump({"x": Payload(Path.cwd() / "marker")}, stored[0])
+    with pytest.raises(Exception, match=r"Untrusted types found.*Payload"):
+        mlflow.pyfunc.load_model("models:/vitrina-test-pair-classifier/1")
+    assert not (Path.cwd() / "marker").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import mlflow
@@ -9,6 +10,8 @@ import pandas as pd
 import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+
+from tests.conftest import kedro_cli, make_project
 
 pytestmark = pytest.mark.slow
 
@@ -136,11 +139,55 @@ def r10_t2i(retrieval: pd.DataFrame) -> float:
     return float(row[row.direction == "text→image"]["value"].iloc[0])
 
 
-def test_probing_without_embeddings_names_what_is_missing(kedro_project):
-    run(kedro_project, "ingestion")
-    run(kedro_project, "image_processing")
-    with pytest.raises(
-        Exception,
-        match=r"embeddings/\w+.npz' does not exist: run `kedro run --pipeline=embeddings`",
-    ):
-        run(kedro_project, "probing")
+#: Probing on one modality with a fixed L2 strength: the fresh-clone test checks commands,
+#: not probes.
+CHEAP_PROBING = """
+probing:
+  modalities: [text]
+  probes:
+    logreg: {C: 1.0, max_iter: 200}
+    mlp: {max_iter: 50}
+"""
+
+
+def test_a_fresh_clone_is_told_the_command_that_makes_missing_inputs_and_it_works(tmp_path):
+    """``kedro run --pipelines=probing`` on a fresh clone names every missing input and one
+    command that makes them; that command (it includes ``embeddings``, which needs the
+    fine-tuned model) runs, and then probing does. Wrong names are answered with lists."""
+    project = make_project(
+        tmp_path / "fresh", n_products=120, extra_env={"parameters_probing.yml": CHEAP_PROBING}
+    )
+    failed = kedro_cli(project, "run", "--pipelines=probing", "--env=test", expect_failure=True)
+    flat = " ".join(failed.split())
+    for dataset in ("products", "image_manifest", "tiny_ruclip_finetuned.embeddings"):
+        assert f"- {dataset} (" in flat
+    command = re.search(r"Run `kedro run (--pipelines=[\w,]+ --env=test)` first", flat)
+    assert command, flat[-2000:]
+    assert command.group(1) == "--pipelines=ingestion,image_processing,embeddings --env=test"
+    assert not (project / "data" / "04_feature").exists()  # nothing ran before the check
+    bad = kedro_cli(
+        project,
+        "run",
+        "--pipelines=ingestion,image_processing",
+        "--env=test",
+        "--params=image_processing.output_dir=/tmp/elsewhere,ingestion.max_products=0",
+        expect_failure=True,
+    )
+    bad = " ".join(bad.split())
+    assert "image_processing.output_dir = '/tmp/elsewhere': must lie inside" in bad
+    assert "ingestion.max_products = 0: Input should be greater than or equal to 1" in bad
+    assert not (project / "data" / "03_primary").exists()  # validated before the first node
+
+    kedro_cli(project, "run", *command.group(1).split())
+    assert (project / "data/04_feature/test/embeddings/tiny_ruclip_finetuned.npz").is_file()
+    kedro_cli(project, "run", "--pipelines=probing", "--env=test")
+    metrics = pd.read_csv(project / REPORTING / "probing_metrics.csv")
+    assert set(metrics.model) == {"tiny_ruclip", "tiny_ruclip_finetuned", "tfidf_svd"}
+
+    unknown = " ".join(
+        kedro_cli(project, "run", "--pipeline=nope", "--env=test", expect_failure=True).split()
+    )
+    assert "No pipeline named 'nope' in this project. The pipelines are: captioning," in unknown
+    env = " ".join(kedro_cli(project, "run", "--env=nope", expect_failure=True).split())
+    assert "Environment 'nope' does not exist" in env and "hm, local, test" in env
+    assert "maintenance mode" not in env

@@ -46,11 +46,43 @@ def cli_env(argv: list[str] | None = None) -> str | None:
     return None
 
 
+#: Kedro's default run environment: optional (a fresh clone may lack ``conf/local``).
+DEFAULT_ENV = "local"
+
+
+class UnknownEnvironmentError(ValueError):
+    """``--env``/``KEDRO_ENV`` names a folder that ``conf/`` does not have."""
+
+
+def check_environment(conf_source: str | Path, env: str | None) -> None:
+    """Fail when ``env`` is not a folder of ``conf_source`` (``local`` may be absent).
+
+    Raises:
+        UnknownEnvironmentError: names the environment and lists the ones that exist.
+    """
+    if not env or env == DEFAULT_ENV or Path(conf_source, env).is_dir():
+        return
+    root = Path(conf_source)
+    found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    found = [name for name in found if name != "base"]
+    raise UnknownEnvironmentError(
+        f"Environment {env!r} does not exist: there is no folder '{root / env}'. The "
+        f"environments (each read on top of conf/base) are: {', '.join(found) or 'none'}; "
+        "choose one with `kedro run --env=NAME`, or leave --env out for base + local."
+    )
+
+
 def resolve_conf(conf_source: str | Path | None = None, env: str | None = None) -> tuple[str, str]:
     """``(conf_source, env)`` of this run: ``env``, else ``KEDRO_ENV``, else ``kedro run
-    --env``, else ``local``; ``base`` alone when that folder does not exist."""
+    --env``, else ``local``; ``base`` alone when ``local`` does not exist.
+
+    Raises:
+        UnknownEnvironmentError: another environment that does not exist (the message lists
+            the ones that do).
+    """
     conf_source = str(conf_source or project_root() / "conf")
-    env = env or os.environ.get("KEDRO_ENV") or cli_env() or "local"
+    env = env or os.environ.get("KEDRO_ENV") or cli_env() or DEFAULT_ENV
+    check_environment(conf_source, env)
     return conf_source, env if Path(conf_source, env).is_dir() else "base"
 
 

@@ -56,6 +56,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
+from vitrina.utils import new_temporary
+
 logger = logging.getLogger(__name__)
 
 #: Bump when the generated content changes, so stale catalogues are regenerated.
@@ -335,6 +337,8 @@ def read_demo_table(path: str | os.PathLike[str], nrows: int | None = None) -> p
         dtype={**{c: str for c in DEMO_STR_COLUMNS}, "is_adult": bool, "price": "float64"},
         nrows=nrows,
         encoding="utf-8",
+        keep_default_na=False,  # a title "NA" or "None" is text; only empty cells are missing
+        na_values=[""],
     )
 
 
@@ -411,7 +415,7 @@ def generate_demo_catalogue(
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = new_temporary(out_dir, is_dir=True)  # 0o777 less the umask, not mkdtemp's 0o700
     try:
         _build(tmp, params, width, height)
         _move_into_place(tmp, out_dir, params)

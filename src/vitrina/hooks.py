@@ -1,4 +1,4 @@
-"""Project hooks: run tags for MLflow and a clear log line per pipeline run."""
+"""Project hooks: checks before the first node runs, run tags for MLflow, a log line per run."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
+
+from vitrina.config import check_environment
 
 logger = logging.getLogger(__name__)
 
@@ -57,3 +59,43 @@ class ProjectHooks:
             tags["mlflow.source.git.commit"] = commit
             tags["git_commit"] = commit
         mlflow.set_tags(tags)
+
+
+class RunChecks:
+    """Before the first node of a run (and before kedro-mlflow opens its run):
+
+    * an unknown ``--env`` fails with the list of environments
+      (:func:`vitrina.config.check_environment`);
+    * temporary files that killed writers left under ``data/`` are deleted
+      (:func:`vitrina.utils.remove_stale_temporaries`);
+    * the parameters the pipeline reads are validated
+      (:func:`vitrina.validation.validate_run_parameters`);
+    * inputs that another pipeline writes but that do not exist yet fail with the command
+      that writes them (:func:`vitrina.run_checks.check_inputs_exist`);
+    * every file dataset of the run saves atomically
+      (:func:`vitrina.datasets.atomic.make_catalog_atomic`).
+    """
+
+    @hook_impl(tryfirst=True)
+    def after_context_created(self, context: Any) -> None:
+        """Fail on an environment ``conf/`` does not have, before any plugin reads it."""
+        check_environment(context.config_loader.conf_source, context.env)
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        """Clean stale temporaries, validate parameters and inputs, make saves atomic."""
+        from vitrina.datasets.atomic import make_catalog_atomic
+        from vitrina.run_checks import check_inputs_exist, project_data_dir
+        from vitrina.utils import remove_stale_temporaries
+        from vitrina.validation import validate_run_parameters
+
+        removed = remove_stale_temporaries(project_data_dir(run_params))
+        if removed:
+            logger.info(
+                "Removed %d temporary file(s) left by killed runs, e.g. %s",
+                len(removed),
+                removed[0],
+            )
+        validate_run_parameters(pipeline, catalog)
+        check_inputs_exist(pipeline, catalog, run_params)
+        make_catalog_atomic(catalog, sorted(pipeline.datasets()))

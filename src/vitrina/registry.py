@@ -49,7 +49,7 @@ REQUIREMENTS = (
     "pillow",
     "scikit-learn",
     "scipy",
-    "joblib",
+    "skops",
     "rapidfuzz",
     "kedro",
     "kedro-datasets",

@@ -7,11 +7,12 @@ import warnings
 
 from kedro.config import OmegaConfigLoader
 
-from vitrina.hooks import ProjectHooks
+from vitrina.hooks import ProjectHooks, RunChecks
 
-# kedro-mlflow registers its own hooks through its entry point; ours add run tags and
-# clearer errors for missing upstream outputs.
-HOOKS = (ProjectHooks(),)
+# kedro-mlflow registers its own hooks through its entry point. Ours check the run before
+# its first node (environment, parameters, missing inputs; atomic saves, stale temporaries
+# removed) and add run tags.
+HOOKS = (RunChecks(), ProjectHooks())
 
 # kedro-telemetry may be pulled in by kedro-viz; the project's `.telemetry` file says
 # `consent: false`, and the plugin's hooks are disabled here as well.

@@ -1,13 +1,42 @@
-"""Small shared helpers: atomic file writes and device selection."""
+"""Small shared helpers: atomic file writes, stale temporaries, devices, thread limits."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+
+#: Marks the temporary names of :func:`atomic_path`: ``.<name>.tmp-<pid>-<random><suffix>``.
+TMP_MARK = ".tmp-"
+_TMP_NAME = re.compile(r"^\..+\.(?:tmp|old)-(?:(?P<pid>\d+)-)?[^/]*$")
+
+
+def new_temporary(path: str | Path, *, is_dir: bool = False) -> Path:
+    """Create an empty file (or folder) beside ``path`` under a fresh temporary name.
+
+    The name is ``.<name>.tmp-<pid>-<8 hex><suffix>`` (folders: no suffix); the mode is
+    ``0o666`` (``0o777``) less the umask, as for any plainly created file or folder.
+    Parent folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        name = f".{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+        tmp = path.with_name(name + ("" if is_dir else path.suffix))
+        try:
+            if is_dir:
+                tmp.mkdir(mode=0o777)
+            else:
+                os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")  # pragma: no cover
 
 
 @contextlib.contextmanager
@@ -19,20 +48,18 @@ def atomic_path(path: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
     either the old complete artefact or the new complete one, never a half-written file.
     If the body raises, the temporary path is removed and ``path`` is left untouched.
     An existing directory at ``path`` is replaced (moved aside, then deleted).
+
+    The temporary name, ``.<name>.tmp-<pid>-<random><suffix>``, carries the writer's
+    process id, so a later run can delete what a killed writer left
+    (:func:`remove_stale_temporaries`). The result has the permissions of a plainly
+    created file or folder (``0o666`` / ``0o777`` less the umask), not ``mkstemp``'s 0600.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{path.name}.tmp-"
-    if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=path.parent)
-        os.close(fd)
-        tmp = Path(name)
+    tmp = new_temporary(path, is_dir=is_dir)
     try:
         yield tmp
         if is_dir and path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            old = path.with_name(f".{path.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
@@ -44,6 +71,54 @@ def atomic_path(path: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(root: str | Path, min_age_s: float = 3600.0) -> list[Path]:
+    """Delete the temporary files and folders that killed writers left under ``root``.
+
+    A name written by :func:`atomic_path` (``.<name>.tmp-<pid>-...`` or ``.old-<pid>-``)
+    is stale when process ``pid`` no longer runs; a temporary name without a process id
+    (older Vitrina versions, ``mkstemp``) when it is older than ``min_age_s`` seconds.
+    Live writers' files are left alone, so concurrent runs are safe.
+
+    Returns:
+        The paths removed (absent ``root``: none).
+    """
+    root = Path(root)
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    now = time.time()
+    for folder, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            match = _TMP_NAME.match(name)
+            if not match:
+                continue
+            path = Path(folder, name)
+            pid = match.group("pid")
+            try:
+                stale = not _pid_alive(int(pid)) if pid else now - path.lstat().st_mtime > min_age_s
+            except OSError:
+                continue
+            if not stale:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+        dirs[:] = [d for d in dirs if not _TMP_NAME.match(d)]
+    return removed
 
 
 def resolve_device(device: str = "auto") -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from PIL import Image
 from vitrina.pipelines.image_processing.nodes import (
     output_name,
     process_images,
+    processing_key,
     resize_square,
     to_rgb,
 )
@@ -92,7 +94,7 @@ def test_bad_images_are_reported_and_excluded(root, tmp_path):
         "missing.jpg",
     ]
     manifest, report, folder = process_images(products(names), str(root), params(tmp_path / "out"))
-    assert folder == tmp_path / "out" / "32_pad"
+    assert folder == tmp_path / "out" / f"32_pad_{processing_key(params(tmp_path / 'out'))}"
     assert sorted(manifest["product_id"]) == sorted(
         ["rgb", "cmyk", "rgba", "grey", "palette", "grey16"]
     )
@@ -104,9 +106,9 @@ def test_bad_images_are_reported_and_excluded(root, tmp_path):
     for path in manifest["processed_path"]:
         with Image.open(path) as img:
             assert img.size == (32, 32) and img.mode == "RGB"
-    assert {p.name for p in (tmp_path / "out" / "32_pad").iterdir()} == {
-        f"{n}.jpg" for n in manifest["product_id"]
-    }
+    names = {p.name for p in folder.iterdir()}
+    assert names == {Path(p).name for p in manifest["processed_path"]}
+    assert {n.rsplit("-", 1)[0] for n in names} == set(manifest["product_id"])
 
 
 def test_rerun_skips_processed_images(root, tmp_path, monkeypatch):
@@ -152,3 +154,54 @@ def test_output_names_are_safe_and_distinct():
     a, b = output_name("a/b", "jpg"), output_name("a_b", "jpg")
     assert "/" not in a and a != b
     assert not output_name("../x", "jpg").startswith(".")
+
+
+def test_a_replaced_source_image_is_processed_again(root, tmp_path):
+    """The cache is keyed by the source's content: a new picture under the same name is
+    processed again (and its old output removed), not silently reused."""
+    first, _, folder = process_images(products(["rgb.jpg"]), str(root), params(tmp_path / "out"))
+    Image.new("RGB", (20, 40), (10, 10, 200)).save(root / "rgb.jpg")  # same name, new picture
+    second, _, _ = process_images(products(["rgb.jpg"]), str(root), params(tmp_path / "out"))
+    assert second.loc[0, "source_width"] == 20 and second.loc[0, "source_height"] == 40
+    with Image.open(second.loc[0, "processed_path"]) as img:
+        r, g, b = img.convert("RGB").getpixel((16, 16))
+    assert b > 150 and r < 60, "the processed image is still the old picture"
+    assert not Path(first.loc[0, "processed_path"]).exists()  # the stale output is gone
+    assert [p.name for p in folder.iterdir()] == [Path(second.loc[0, "processed_path"]).name]
+
+
+@pytest.mark.parametrize("change", [{"background": [0, 0, 0]}, {"quality": 20}, {"format": "PNG"}])
+def test_every_processing_setting_keys_the_cache(root, tmp_path, change):
+    before, _, _ = process_images(products(["rgba.png"]), str(root), params(tmp_path / "out"))
+    after, _, _ = process_images(
+        products(["rgba.png"]), str(root), params(tmp_path / "out", **change)
+    )
+    assert after.loc[0, "processed_path"] != before.loc[0, "processed_path"]
+    old, new = (
+        np.asarray(Image.open(p).convert("RGB"), dtype=int)
+        for p in (before.loc[0, "processed_path"], after.loc[0, "processed_path"])
+    )
+    if "background" in change:  # the transparent image now lies on black
+        assert old.mean() > 200 and new.mean() < 50
+
+
+def test_big_jpegs_are_decoded_at_a_reduced_scale(tmp_path, monkeypatch):
+    """A JPEG far larger than the target is decoded by libjpeg's DCT scaling (draft): the
+    pixels handed on are at most 1/8 of the source here, still >= the target size."""
+    root = tmp_path / "raw"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (2048, 1600, 3), dtype=np.uint8)).save(root / "big.jpg")
+    seen = []
+    real = to_rgb
+
+    def spy(image, background=(255, 255, 255)):
+        seen.append(image.size)
+        return real(image, background)
+
+    monkeypatch.setattr("vitrina.pipelines.image_processing.nodes.to_rgb", spy)
+    manifest, _, _ = process_images(products(["big.jpg"]), str(root), params(tmp_path / "out"))
+    assert seen == [(200, 256)]
+    assert (manifest.loc[0, "source_width"], manifest.loc[0, "source_height"]) == (1600, 2048)
+    with Image.open(manifest.loc[0, "processed_path"]) as img:
+        assert img.size == (32, 32)

@@ -355,7 +355,8 @@ def test_configured_source_reads_parameters(tmp_path):
     )
     assert configured_source(tmp_path, "base") == "catalogue"
     assert configured_source(tmp_path, "er") == "er_magellan"
-    assert configured_source(tmp_path, "missing_env") == "catalogue"
+    with pytest.raises(ValueError, match=r"'missing_env' does not exist.*are: er;"):
+        configured_source(tmp_path, "missing_env")  # an unknown environment is an error
     (tmp_path / "er/parameters_pair_matching.yml").write_text("pair_matching: {source: csv}\n")
     with pytest.raises(ValueError, match="must be one of"):
         configured_source(tmp_path, "er")

@@ -1,8 +1,10 @@
 """Custom Kedro datasets: NPZ embeddings, ruCLIP checkpoints, the generated demo catalogue,
-seed 004's classification layouts, the review database and a JSON POST endpoint."""
+CSV source tables, seed 004's classification layouts, the review database and a JSON POST
+endpoint."""
 
 from .checkpoint import RuClipCheckpointDataset
 from .classifier import ClassifierDataset
+from .csv import CSVDataset
 from .demo_catalogue import DemoCatalogueDataset
 from .embeddings import Embeddings, EmbeddingsDataset
 from .image_folder import ImageFolderDataset
@@ -11,6 +13,7 @@ from .seed_layouts import SeedClassificationDataset, SeedMetricLearningDataset
 
 __all__ = [
     "ClassifierDataset",
+    "CSVDataset",
     "DemoCatalogueDataset",
     "Embeddings",
     "EmbeddingsDataset",

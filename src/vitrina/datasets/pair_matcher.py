@@ -19,14 +19,15 @@ class PairMatcherDataset(AbstractDataset[Any, Any]):
     """A :class:`vitrina.models.pair_classifier.PairMatcher` directory.
 
     Layout: ``config.json`` (kind, threshold, feature configuration, architecture,
-    training settings, validation metrics), ``features.joblib`` (the fitted feature
+    training settings, validation metrics), ``features.skops`` (the fitted feature
     builder: TF-IDF vocabularies), and ``model.pt`` + ``history.csv`` (the MLP's state dict,
-    feature scaler and epochs) or ``baseline.joblib`` (the scikit-learn classifier).
+    feature scaler and epochs) or ``baseline.skops`` (the scikit-learn classifier).
 
     The directory is written under a temporary name and renamed into place, so it is
     always complete. With ``mlflow_artifact_path`` set and an MLflow run active (as
     kedro-mlflow opens one for ``kedro run``), the directory is also logged as artifacts.
-    ``.joblib`` files are pickles: load only directories this project wrote.
+    Nothing is unpickled on load: ``model.pt`` through ``torch.load(weights_only=True)``, the
+    ``.skops`` files with an explicit list of trusted types (a tampered file is refused).
 
     Example catalogue entry::
 

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import math
+import pickle
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -582,7 +583,14 @@ def _train_captioner_model(
     best_weights: dict[str, torch.Tensor] | None = None
     state_path = ckpt_dir / STATE_FILE if ckpt_dir else None
     if state_path is not None and state_path.is_file():
-        saved = torch.load(state_path, map_location="cpu", weights_only=False)
+        try:  # tensors and plain data only: no pickled object is ever executed
+            saved = torch.load(state_path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise ValueError(
+                f"{state_path} holds objects other than tensors and plain data (tampered "
+                f"with, or not written by Vitrina), so it is not loaded: delete it to train "
+                f"from scratch ({str(exc).splitlines()[0]})"
+            ) from exc
         if saved.get("fingerprint") == fingerprint:
             captioner.model.load_state_dict(saved["model"])
             if bow_head is not None:

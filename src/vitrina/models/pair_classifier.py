@@ -31,9 +31,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
+import skops.io as skops_io
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -971,10 +971,11 @@ class PairMatcher:
 
     # -- persistence
     def save(self, path: str | Path) -> None:
-        """Write ``config.json``, ``features.joblib`` and the estimator into the directory
+        """Write ``config.json``, ``features.skops`` and the estimator into the directory
         ``path`` (created): ``model.pt`` (MLP state dict and feature scaler) +
-        ``history.csv``, or ``baseline.joblib``; an ensemble writes each member as
-        ``<member>.pt`` / ``<member>.joblib``."""
+        ``history.csv``, or ``baseline.skops``; an ensemble writes each member as
+        ``<member>.pt`` / ``<member>.skops``. No pickle: skops files name every type they
+        hold, and :meth:`load` builds only :data:`SKOPS_TRUSTED` ones."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         config = {
@@ -986,7 +987,7 @@ class PairMatcher:
             "n_features": len(self.builder.feature_names),
             "info": _jsonable(self.info),
         }
-        joblib.dump(self.builder, path / "features.joblib")
+        skops_io.dump(self.builder, path / "features.skops")
         if self.kind == "ensemble":
             ens: EnsembleEstimator = self.estimator
             config["members"] = {
@@ -1006,11 +1007,14 @@ class PairMatcher:
         """Read a directory written by :meth:`save`.
 
         Raises:
-            FileNotFoundError: ``config.json`` or a model file is missing.
+            FileNotFoundError: ``config.json`` or a model file is missing (a directory of
+                an older Vitrina, with pickled ``.joblib`` files, is refused: train again).
+            skops.io.exceptions.UntrustedTypesFoundException: a file holds a type outside
+                :data:`SKOPS_TRUSTED` (tampered with, or not written by Vitrina).
         """
         path = Path(path)
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        builder = joblib.load(path / "features.joblib")
+        builder = _load_skops(path / "features.skops")
         if config["kind"] == "ensemble":
             members = {
                 name: _load_estimator(path, name, meta) for name, meta in config["members"].items()
@@ -1052,7 +1056,7 @@ class EnsembleEstimator:
 
 def _save_estimator(est: Any, path: Path, stem: str) -> dict[str, Any]:
     """Write one estimator as ``<stem>.pt`` (+ ``<stem>_history.csv`` for the MLP, whose
-    single-model file names are ``model.pt`` / ``history.csv``) or ``<stem>.joblib``;
+    single-model file names are ``model.pt`` / ``history.csv``) or ``<stem>.skops``;
     returns its config entries."""
     if isinstance(est, MLPPairEstimator):
         torch.save(
@@ -1071,14 +1075,35 @@ def _save_estimator(est: Any, path: Path, stem: str) -> dict[str, Any]:
             "train": asdict(est.train_config),
             "best_epoch": est.best_epoch_,
         }
-    joblib.dump(est, path / f"{stem}.joblib")
+    skops_io.dump(est, path / f"{stem}.skops")
     return {"type": "sklearn"}
+
+
+#: The non-scikit-learn types a pair matcher's skops files may hold (skops trusts
+#: scikit-learn estimators and builtins itself); anything else is refused on load.
+SKOPS_TRUSTED = [
+    "numpy.dtype",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    f"{__name__}.FeatureConfig",
+    f"{__name__}.FillEmptyColumns",
+    f"{__name__}.PairFeatureBuilder",
+]
+
+
+def _load_skops(file: Path) -> Any:
+    """``skops.io.load`` with :data:`SKOPS_TRUSTED` only (no pickle is ever executed)."""
+    if not file.is_file() and file.with_suffix(".joblib").is_file():
+        raise FileNotFoundError(
+            f"{file.parent} was written by an older Vitrina with pickled .joblib files, which "
+            "are not loaded: train it again (`kedro run --pipelines=pair_matching`)"
+        )
+    return skops_io.load(file, trusted=SKOPS_TRUSTED)
 
 
 def _load_estimator(path: Path, stem: str, meta: dict[str, Any]) -> Any:
     """Inverse of :func:`_save_estimator` (``meta``: the config entries it returned)."""
     if "model" not in meta:
-        return joblib.load(path / f"{stem}.joblib")
+        return _load_skops(path / f"{stem}.skops")
     state = torch.load(path / f"{stem}.pt", map_location="cpu", weights_only=True)
     est = MLPPairEstimator(
         model={k: v for k, v in meta["model"].items() if k != "n_features"},

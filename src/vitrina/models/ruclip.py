@@ -52,6 +52,7 @@ from vitrina.models.yttm import (
     write_yttm_model,
     yttm_to_tokenizer,
 )
+from vitrina.utils import new_temporary
 
 __all__ = [
     "CHECKPOINT_FILES",
@@ -894,12 +895,11 @@ def save_ruclip_checkpoint(
                 f"refusing to replace {out_dir}: it holds non-checkpoint files {extra[:5]}"
             )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = new_temporary(out_dir, is_dir=True)  # 0o777 less the umask
     try:
         tokenizer.save(tmp)
         config.to_json(tmp / "config.json")
         torch.save(to_openai_state_dict(model), tmp / "pytorch_model.bin")
-        os.chmod(tmp, 0o755)
         _replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

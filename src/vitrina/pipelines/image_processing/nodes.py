@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -101,32 +103,85 @@ def output_name(product_id: str, extension: str) -> str:
     return f"{safe}.{extension}"
 
 
-def _process_one(src: Path, dst: Path, params: dict[str, Any]) -> dict[str, Any]:
-    """Process one image; return manifest fields or ``{"error": ...}``. Never raises."""
+#: Bumped when the processing itself changes (2: JPEG draft decoding), so older outputs
+#: are never reused.
+PROCESSING_VERSION = 2
+_KEYED_NAME = re.compile(r"^(?P<stem>.+)-(?P<key>[0-9a-f]{12})\.[A-Za-z0-9]+$")
+
+
+def processing_key(params: dict[str, Any]) -> str:
+    """12 hex chars of SHA-1 over every setting that changes a processed image: size,
+    mode, background, format, quality (and :data:`PROCESSING_VERSION`). The output
+    folder is ``<size>_<mode>_<key>``, so other settings never reuse its files."""
+    fmt = str(params.get("format", "JPEG")).upper()
+    settings = {
+        "version": PROCESSING_VERSION,
+        "size": int(params["size"]),
+        "mode": params["mode"],
+        "background": [int(c) for c in params["background"]],
+        "format": fmt,
+        "quality": int(params.get("quality", 95)) if fmt in ("JPEG", "WEBP") else None,
+    }
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _decode(data: bytes, size: int) -> tuple[Image.Image, dict[str, Any]]:
+    """Open ``data``; a JPEG larger than needed is decoded at 1/2, 1/4 or 1/8 scale
+    (``Image.draft``: the DCT scaling of libjpeg, still at least ``size`` px on both
+    sides), so a 10000 x 10000 photo needs ~5 MB, not 300 MB, to make a 224 px square."""
+    img = Image.open(io.BytesIO(data))
+    source = {"source_width": img.width, "source_height": img.height, "source_mode": img.mode}
+    if img.format == "JPEG" and min(img.size) >= 2 * size:
+        img.draft(img.mode, (size, size))
+    img.load()  # decode now: truncated/corrupt files fail here, not later
+    return img, source
+
+
+def _process_one(src: Path, out_dir: Path, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Process one image into ``out_dir/<name stem>-<content key>.<ext>``; return manifest
+    fields (``processed_path`` included) or ``{"error": ...}``. Never raises.
+
+    The content key is 12 hex chars of the source file's SHA-1: a replaced source image
+    gets a new output, and an output that exists is complete (written atomically)."""
     try:
-        with Image.open(src) as img:  # reads the header only
-            source = {
-                "source_width": img.width,
-                "source_height": img.height,
-                "source_mode": img.mode,
-            }
-            if dst.exists():  # written atomically by an earlier run, so complete
-                return source
-            img.load()  # decode now: truncated/corrupt files fail here, not later
+        data = src.read_bytes()
+        stem, extension = name.rsplit(".", 1)
+        dst = out_dir / f"{stem}-{hashlib.sha1(data).hexdigest()[:12]}.{extension}"
+        if dst.exists():
+            with Image.open(io.BytesIO(data)) as img:  # the header only
+                return {
+                    "processed_path": dst,
+                    "source_width": img.width,
+                    "source_height": img.height,
+                    "source_mode": img.mode,
+                }
+        img, source = _decode(data, int(params["size"]))
+        with img:
             rgb = to_rgb(img, tuple(params["background"]))
         out = resize_square(rgb, int(params["size"]), params["mode"], tuple(params["background"]))
         with atomic_path(dst) as tmp:
             save_args = (
                 {"quality": int(params.get("quality", 95))}
-                if params["format"].upper() == "JPEG"
+                if params["format"].upper() in ("JPEG", "WEBP")
                 else {}
             )
             out.save(tmp, format=params["format"], **save_args)
-        return source
+        return {"processed_path": dst, **source}
     except FileNotFoundError as exc:
         return {"error": "missing_image", "detail": str(exc)}
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
         return {"error": "decode_error", "detail": f"{type(exc).__name__}: {exc}"}
+
+
+def _remove_superseded(out_dir: Path, kept: set[Path], stems: set[str]) -> int:
+    """Delete older outputs (other content keys) of the images ``stems`` in ``out_dir``."""
+    removed = 0
+    for path in out_dir.iterdir():
+        match = _KEYED_NAME.match(path.name)
+        if match and match["stem"] in stems and path not in kept:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def process_images(
@@ -137,9 +192,11 @@ def process_images(
     Work is spread over ``params["n_workers"]`` threads (PIL releases the GIL while
     decoding and resizing). Every file is written through a temporary name and renamed,
     so an interrupted run leaves no half-written image, and a rerun skips images already
-    in ``output_dir`` (only their header is read, to fill the manifest).
-    The output folder name carries size and mode (``224_pad``), so changing either
-    never reuses stale files.
+    processed (only their header is read, to fill the manifest). The cache is keyed by
+    everything that makes an output: the folder ``<size>_<mode>_<settings key>``
+    (:func:`processing_key`: size, mode, background, format, quality) and, per image,
+    the file name ``<product id>-<source content key>.<ext>``; a replaced source image is
+    processed again and its older output deleted.
 
     Args:
         products: canonical products (``product_id``, ``image_path`` relative to
@@ -162,29 +219,33 @@ def process_images(
     """
     fmt = params.get("format", "JPEG").upper()
     extension = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}.get(fmt, fmt.lower())
-    out_dir = Path(params["output_dir"]) / f"{int(params['size'])}_{params['mode']}"
+    out_dir = Path(params["output_dir"]) / (
+        f"{int(params['size'])}_{params['mode']}_{processing_key(params)}"
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     root = Path(image_root)
     jobs = [
-        (pid, rel, root / rel, out_dir / output_name(pid, extension))
+        (pid, rel, root / rel, output_name(pid, extension))
         for pid, rel in zip(products["product_id"], products["image_path"], strict=True)
     ]
-    n_existing = sum(dst.exists() for *_, dst in jobs)
-    logger.info(
-        "image_processing: %d images → %s (%d already done)", len(jobs), out_dir, n_existing
-    )
+    logger.info("image_processing: %d images → %s", len(jobs), out_dir)
+    settings = {**params, "format": fmt}
     with ThreadPoolExecutor(max_workers=max(1, int(params.get("n_workers", 2)))) as pool:
         results = list(
             tqdm(
-                pool.map(lambda job: _process_one(job[2], job[3], {**params, "format": fmt}), jobs),
+                pool.map(lambda job: _process_one(job[2], out_dir, job[3], settings), jobs),
                 total=len(jobs),
                 desc="image_processing",
                 unit="img",
                 disable=None,  # a bar on a terminal, nothing in redirected logs
             )
         )
+    kept = {res["processed_path"] for res in results if "error" not in res}
+    superseded = _remove_superseded(out_dir, kept, {job[3].rsplit(".", 1)[0] for job in jobs})
+    if superseded:
+        logger.info("image_processing: %d outputs of replaced source images removed", superseded)
     manifest, failures = [], []
-    for (pid, rel, _, dst), res in zip(jobs, results, strict=True):
+    for (pid, rel, _, _), res in zip(jobs, results, strict=True):
         if "error" in res:
             failures.append(
                 {
@@ -195,7 +256,9 @@ def process_images(
                 }
             )
         else:
-            manifest.append({"product_id": pid, "processed_path": dst.as_posix(), **res})
+            manifest.append(
+                {"product_id": pid, **res, "processed_path": res["processed_path"].as_posix()}
+            )
     report = pd.DataFrame(failures, columns=REPORT_COLUMNS)
     if failures:
         logger.warning(

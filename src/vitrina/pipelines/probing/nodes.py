@@ -12,7 +12,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from sklearn.model_selection import StratifiedGroupKFold  # noqa: E402
 
 from vitrina.datasets.embeddings import Embeddings  # noqa: E402
 from vitrina.models.probes import classification_metrics, fit_probe  # noqa: E402
@@ -40,14 +39,56 @@ def _task_labels(products: pd.DataFrame, spec: dict[str, Any]) -> pd.Series:
     return values
 
 
+def stratified_group_split(
+    labels: np.ndarray, groups: np.ndarray, test_size: float, seed: int
+) -> np.ndarray:
+    """A test mask holding ``test_size`` of every class's items, whole groups only.
+
+    scikit-learn has grouped (``GroupShuffleSplit``) and stratified-grouped k-fold
+    (``StratifiedGroupKFold``, which can only give 1/k) splits, but no stratified grouped
+    split at a given fraction. Here each group takes its most frequent label; per label,
+    the groups are shuffled (seeded) and the shortest prefix whose item count is closest
+    to ``test_size`` of the label's items goes to test, keeping at least one group on each
+    side when the label has two or more.
+
+    Args:
+        labels, groups: ``[N]`` arrays (any hashable values).
+        test_size: fraction of items in test, ``0 < test_size < 1``.
+        seed: shuffling seed.
+
+    Returns:
+        bool ``[N]``, True for test items.
+
+    Raises:
+        ValueError: ``test_size`` outside (0, 1).
+    """
+    if not 0 < test_size < 1:
+        raise ValueError(f"test_size must be a fraction, 0 < test_size < 1; got {test_size}")
+    frame = pd.DataFrame({"label": labels, "group": groups})
+    sizes = frame.groupby("group", sort=True).agg(
+        n=("label", "size"), label=("label", lambda v: v.value_counts().index[0])
+    )
+    rng = np.random.default_rng(seed)
+    test_groups: list[Any] = []
+    for _, class_groups in sizes.groupby("label", sort=True):
+        order = class_groups.iloc[rng.permutation(len(class_groups))]
+        cumulative = order["n"].cumsum().to_numpy()
+        target = test_size * cumulative[-1]
+        k = int(np.argmin(np.abs(cumulative - target))) + 1
+        if len(order) >= 2:
+            k = min(max(k, 1), len(order) - 1)
+        test_groups += list(order.index[:k])
+    return frame["group"].isin(test_groups).to_numpy()
+
+
 def make_probing_splits(
     products: pd.DataFrame, image_manifest: pd.DataFrame, params: dict[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per task, the labelled products and a train/test split shared by every model.
 
     The split is stratified by label and grouped by ``group_id``
-    (``StratifiedGroupKFold`` with ``round(1 / test_size)`` folds, first fold = test), so
-    colour variants of one product never sit on both sides. Only products with a
+    (:func:`stratified_group_split`: ``test_size`` of each class's products, whole groups
+    only), so colour variants of one product never sit on both sides. Only products with a
     processed image take part. A task is skipped, with the reason logged and reported,
     when its label column is absent or fewer than two classes survive; a class is dropped
     (and counted) when it has fewer than ``min_class_size`` products or fewer than two
@@ -65,7 +106,11 @@ def make_probing_splits(
         ``ok``/``skipped``, counts, ``detail``).
     """
     eligible = products[products["product_id"].isin(image_manifest["product_id"])]
-    n_folds = max(2, round(1.0 / float(params.get("test_size", 0.2))))
+    test_size = float(params.get("test_size", 0.2))
+    if not 0 < test_size < 1:
+        raise ValueError(
+            f"probing.test_size must be a fraction, 0 < test_size < 1; got {test_size}"
+        )
     min_size = int(params.get("min_class_size", 10))
     splits, report = [], []
     for task, spec in params["tasks"].items():
@@ -114,21 +159,20 @@ def make_probing_splits(
             logger.warning("probing: task %s skipped: %s", task, detail)
             report.append({**row, "status": "skipped", "n_products": len(df), "detail": detail})
             continue
-        fold = StratifiedGroupKFold(
-            n_splits=min(n_folds, int(df.groupby("label")["group_id"].nunique().min())),
-            shuffle=True,
-            random_state=int(params.get("seed", 42)),
+        is_test = stratified_group_split(
+            df["label"].to_numpy(),
+            df["group_id"].to_numpy(),
+            test_size,
+            int(params.get("seed", 42)),
         )
-        _, test_idx = next(fold.split(df, df["label"], groups=df["group_id"]))
-        split = np.full(len(df), "train", dtype=object)
-        split[test_idx] = "test"
+        split = np.where(is_test, "test", "train").astype(object)
         splits.append(df.assign(task=task, split=split))
         report.append(
             {
                 **row,
                 "status": "ok",
                 "n_products": len(df),
-                "detail": f"{int((split == 'train').sum())} train / {len(test_idx)} test",
+                "detail": f"{int((~is_test).sum())} train / {int(is_test.sum())} test",
             }
         )
     out = (

@@ -1,0 +1,395 @@
+"""Schemas of the pipelines' parameters (pydantic), checked before the first node runs.
+
+One model per top-level parameters key (``conf/base/parameters_<name>.yml``); they are
+registered in :data:`vitrina.validation.PARAMETER_SCHEMAS`. Each model states types,
+ranges and choices; where a step already has a config dataclass that validates its block
+(``clip_finetune.train``: :class:`~vitrina.models.clip_training.TrainConfig`, the
+captioner's :class:`~vitrina.models.captioner.CaptionerConfig` and
+:class:`~vitrina.models.captioner_training.TrainingConfig`, the pair features'
+:class:`~vitrina.models.pair_classifier.FeatureConfig`, the tuning plan), the model calls
+it, so a rule lives in one place. Keys a model does not name are allowed (pipelines being
+written add keys) and reported as possible typos. Cross-checks that need the run's other
+parameters or its catalogue read them from the validation context
+(``info.context["parameters"]``, ``["catalog"]``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+Positive = Annotated[int, Field(ge=1)]
+Device = Annotated[str, Field(pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")]
+Threads = int | Literal["auto"] | None
+
+
+class Schema(BaseModel):
+    """Base of the parameter models: keys a model does not name are allowed (and reported
+    as possible typos by :func:`vitrina.validation.validate_parameters`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def _context(info: ValidationInfo, key: str) -> Any:
+    return (info.context or {}).get(key)
+
+
+def _dataclass_check(build: Any, value: Any) -> Any:
+    """Run an existing config dataclass's own validation on ``value``; its ValueError or
+    TypeError becomes this field's validation error."""
+    try:
+        build(value)
+    except (TypeError, KeyError) as exc:
+        raise ValueError(str(exc).strip("'\"")) from exc
+    return value
+
+
+# ---------------------------------------------------------------------- project-wide
+class MlflowParams(Schema):
+    """``mlflow`` (conf/base/parameters.yml): model registration."""
+
+    register_models: bool = False
+    model_name_prefix: str = "vitrina"
+
+
+# ---------------------------------------------------------------------- ingestion
+class DerivationRule(Schema):
+    """One rule of ``ingestion.derived_labels.<label>.rules``: exactly one test."""
+
+    column: str
+    value: Any
+    equals: Any = None
+    in_: list[Any] | None = Field(None, alias="in")
+    matches: str | None = None
+
+    @model_validator(mode="after")
+    def _one_test(self) -> DerivationRule:
+        if sum(x is not None for x in (self.equals, self.in_, self.matches)) != 1:
+            raise ValueError("a rule needs exactly one of 'equals', 'in', 'matches'")
+        return self
+
+
+class DerivedLabel(Schema):
+    """``ingestion.derived_labels.<label>``: ordered rules, else ``default``."""
+
+    default: Any = None
+    rules: list[DerivationRule] = []
+
+
+CANONICAL_COLUMNS = ("product_id", "title", "description", "image", "group_id")
+
+
+class IngestionParams(Schema):
+    """``ingestion``: the source-to-canonical column mapping and row filters."""
+
+    image_root: str
+    image_path_template: str = "{value}"
+    columns: dict[str, str]
+    labels: dict[str, str | None] = {}
+    derived_labels: dict[str, DerivedLabel] = {}
+    required: list[str] = list(CANONICAL_COLUMNS[:4])  # canonical or label columns
+    max_products: Positive | None = None
+    stratify_by: str | None = None
+    seed: int = 42
+
+    @field_validator("columns")
+    @classmethod
+    def _core_columns(cls, columns: dict[str, str]) -> dict[str, str]:
+        missing = [c for c in CANONICAL_COLUMNS[:4] if c not in columns]
+        if missing:
+            raise ValueError(f"must map {missing} to source columns (canonical: source)")
+        return columns
+
+    @field_validator("image_path_template")
+    @classmethod
+    def _template(cls, template: str) -> str:
+        if "{value" not in template:
+            raise ValueError("must contain '{value}' (the source image value)")
+        return template
+
+
+# ---------------------------------------------------------------------- image processing
+class ImageProcessingParams(Schema):
+    """``image_processing``: output square side (px), mode, background (RGB 0-255), file format."""
+
+    size: Annotated[int, Field(ge=1, le=8192)]
+    mode: Literal["pad", "crop"] = "pad"
+    background: Annotated[
+        list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=3, max_length=3)
+    ]
+    output_dir: str
+    format: Literal["JPEG", "PNG", "WEBP", "jpeg", "png", "webp"] = "JPEG"
+    quality: Annotated[int, Field(ge=1, le=100)] = 95
+    n_workers: Positive = 2
+
+    @field_validator("output_dir")
+    @classmethod
+    def _inside_dataset(cls, output_dir: str, info: ValidationInfo) -> str:
+        """The images must land inside the ``processed_images`` dataset's folder (its
+        ``save`` refuses any other), which is known before any image is written."""
+        catalog = _context(info, "catalog")
+        dataset = catalog.get("processed_images") if catalog is not None else None
+        folder = getattr(dataset, "_path", None)
+        if folder is not None and not Path(output_dir).resolve().is_relative_to(
+            Path(folder).resolve()
+        ):
+            raise ValueError(
+                f"must lie inside the processed_images dataset's folder '{folder}' "
+                "(conf/*/catalog.yml), where the pipeline reads the images back"
+            )
+        return output_dir
+
+
+# ---------------------------------------------------------------------- embeddings
+class ModelSpec(Schema):
+    """One model of ``embeddings.models``; type-specific keys pass to its embedder."""
+
+    open_keys: ClassVar[bool] = True  # type-specific keys go to the embedder as they are
+
+    type: str
+    source: Literal["catalogue"] | None = None
+    checkpoint: str | None = None
+    init: Literal["tiny"] | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, kind: str) -> str:
+        from vitrina.models.embedders import EMBEDDER_TYPES
+
+        if kind not in EMBEDDER_TYPES:
+            raise ValueError(f"must be one of {sorted(EMBEDDER_TYPES)}")
+        return kind
+
+
+class EmbeddingsParams(Schema):
+    """``embeddings``: embedded text field, batching, device, autocast precision, models."""
+
+    text_field: str = "title"
+    batch_size: Positive = 64
+    device: Device = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    num_workers: Annotated[int, Field(ge=0)] = 2
+    models: Annotated[dict[Annotated[str, Field(pattern=r"^\w+$")], ModelSpec], Field(min_length=1)]
+
+
+# ---------------------------------------------------------------------- probing
+class ProbingTask(Schema):
+    """``probing.tasks.<name>``: a label column and the classes kept."""
+
+    label: str
+    type: Literal["binary", "multiclass"]
+    classes: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _binary_classes(self) -> ProbingTask:
+        if self.type == "binary" and self.classes is not None and len(self.classes) != 2:
+            raise ValueError(f"a binary task needs 2 classes, got {self.classes}")
+        return self
+
+
+class ProbingParams(Schema):
+    """``probing``: tasks, modalities, probes and the grouped stratified split."""
+
+    tasks: Annotated[dict[str, ProbingTask], Field(min_length=1)]
+    modalities: Annotated[list[Literal["text", "image", "text+image"]], Field(min_length=1)]
+    probes: Annotated[dict[str, dict[str, Any] | None], Field(min_length=1)]
+    test_size: Fraction = Field(0.2, description="share of the products in the test split")
+    min_class_size: Annotated[int, Field(ge=2)] = 10
+    seed: int = 42
+    chart_metric: str = "macro_f1"
+
+
+# ---------------------------------------------------------------------- clip_finetune
+class ClipFinetuneParams(Schema):
+    """``clip_finetune``: base and output model, split, training (``TrainConfig``)."""
+
+    base_model: str
+    output_model: str
+    text_field: str = "title"
+    val_size: Fraction = 0.2
+    split_seed: int = 42
+    state_dir: str | None = None
+    resume: bool = True
+    nproc_per_node: Positive | Literal["auto"] = 1
+    log_model_to_mlflow: bool = True
+    train: dict[str, Any] | None = None
+
+    @field_validator("train")
+    @classmethod
+    def _train(cls, train: dict[str, Any] | None) -> dict[str, Any] | None:
+        from vitrina.models.clip_training import TrainConfig
+
+        return _dataclass_check(TrainConfig.from_dict, train)
+
+    @model_validator(mode="after")
+    def _models(self, info: ValidationInfo) -> ClipFinetuneParams:
+        models = ((_context(info, "parameters") or {}).get("embeddings") or {}).get("models")
+        if models is not None and self.base_model not in models:
+            raise ValueError(
+                f"base_model {self.base_model!r} is not in embeddings.models {sorted(models)}"
+            )
+        return self
+
+
+# ---------------------------------------------------------------------- captioning
+class CaptioningData(Schema):
+    """``captioning.data``: train/validation/test shares (sum 1), seed, cap."""
+
+    split: Annotated[list[Annotated[float, Field(ge=0, le=1)]], Field(min_length=3, max_length=3)]
+    seed: int = 42
+    max_items: Positive | None = None
+
+    @field_validator("split")
+    @classmethod
+    def _sums_to_one(cls, split: list[float]) -> list[float]:
+        if abs(sum(split) - 1) > 1e-6 or min(split) <= 0:
+            raise ValueError("train/validation/test shares must be > 0 and sum to 1")
+        return split
+
+
+class CaptioningEvaluation(Schema):
+    """``captioning.evaluation``: decodings and inference settings."""
+
+    decodings: Annotated[list[Literal["greedy", "beam"]], Field(min_length=1)] = ["greedy"]
+    batch_size: Positive = 32
+    device: Device = "auto"
+    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
+    num_threads: Threads = None
+    num_workers: Annotated[int, Field(ge=0)] = 1
+    max_items: Positive | None = None
+
+
+class CaptioningParams(Schema):
+    """``captioning``: data, the selected model configuration, training, evaluation."""
+
+    data: CaptioningData
+    model: str
+    models: dict[str, dict[str, Any] | None]
+    generation: dict[str, Any] = {}
+    training: dict[str, Any] = {}
+    evaluation: CaptioningEvaluation = CaptioningEvaluation()
+    baseline: dict[str, Any] = {}
+    report: dict[str, Any] = {}
+
+    @field_validator("training")
+    @classmethod
+    def _training(cls, training: dict[str, Any]) -> dict[str, Any]:
+        from vitrina.models.captioner_training import TrainingConfig
+
+        return _dataclass_check(TrainingConfig.from_params, dict(training or {}))
+
+    @model_validator(mode="after")
+    def _selected_model(self, info: ValidationInfo) -> CaptioningParams:
+        from vitrina.models.captioner import select_config
+
+        _dataclass_check(select_config, {"model": self.model, "models": self.models})
+        baseline = (self.baseline or {}).get("embeddings")
+        models = ((_context(info, "parameters") or {}).get("embeddings") or {}).get("models")
+        if baseline and models is not None and baseline not in models:
+            raise ValueError(
+                f"baseline.embeddings {baseline!r} is not in embeddings.models {sorted(models)}"
+            )
+        return self
+
+
+class CaptioningInferenceParams(Schema):
+    """``captioning_inference``: inputs, decoding and inference settings."""
+
+    inputs: str | list[str] | None = None
+    recursive: bool = False
+    extensions: list[str] = []
+    decoding: Literal["greedy", "beam"] = "greedy"
+    batch_size: Positive = 16
+    device: Device = "auto"
+    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
+    num_threads: Threads = None
+    pad_to_square: bool = True
+    num_workers: Annotated[int, Field(ge=0)] = 1
+    generation: dict[str, Any] = {}
+
+
+# ---------------------------------------------------------------------- pair matching
+class PairCandidates(Schema):
+    """``pair_matching.candidates``: FAISS candidate search and scoring."""
+
+    k: Positive = 10
+    modality: Literal["text", "image", "text+image"] = "text"
+    match_threshold: Annotated[float, Field(ge=0, le=1)] | None = None
+    batch_size: Positive = 50_000
+    index: dict[str, Any] = {}
+
+
+class PairMatchingParams(Schema):
+    """``pair_matching``: source layout, splits, feature variants, classifiers."""
+
+    source: Literal["catalogue", "pairs", "competition", "er_magellan"] = "catalogue"
+    test_size: Fraction = 0.2
+    val_size: Fraction = 0.1
+    seed: int = 42
+    threads: Positive | None = None
+    features: dict[str, Any] = {}
+    catalogue: dict[str, Any] = {}  # the layouts' own settings
+    pairs: dict[str, Any] = {}
+    competition: dict[str, Any] = {}
+    lsa: dict[str, Any] = {}
+    variants: Annotated[dict[str, dict[str, Any] | None], Field(min_length=1)]
+    primary_variant: str | None = None
+    classifiers: Annotated[dict[str, dict[str, Any] | None], Field(min_length=1)]
+    select: str = "best"
+    candidates: PairCandidates = PairCandidates()
+
+    @model_validator(mode="after")
+    def _names(self) -> PairMatchingParams:
+        from vitrina.models.pair_classifier import FeatureConfig
+
+        for name, spec in self.variants.items():
+            features = {**self.features, **(spec or {})}
+            if features.get("string_fields") == "auto":
+                features["string_fields"] = []  # resolved from the items by the pipeline
+            try:
+                _dataclass_check(lambda f: FeatureConfig(**f), features)
+            except ValueError as exc:
+                raise ValueError(f"variants.{name}: {exc}") from exc
+        if self.primary_variant is not None and self.primary_variant not in self.variants:
+            raise ValueError(
+                f"primary_variant {self.primary_variant!r} is not in variants {sorted(self.variants)}"
+            )
+        if self.select != "best" and self.select not in self.classifiers:
+            raise ValueError(
+                f"select {self.select!r} must be 'best' or one of classifiers {sorted(self.classifiers)}"
+            )
+        return self
+
+
+# ---------------------------------------------------------------------- tuning
+class TuningParams(Schema):
+    """``tuning``: the target and study settings (checked by the tuning plan)."""
+
+    target: str
+    n_trials: Positive = 20
+    timeout: Annotated[float, Field(gt=0)] | None = None
+    catalogue: str = "vitrina"
+    study_name: str | None = None
+    storage: str | None = None
+    sampler: dict[str, Any] = {}
+    pruner: dict[str, Any] = {}
+    embeddings_dir: str | None = None
+    targets: dict[str, dict[str, Any] | None]
+
+    @model_validator(mode="after")
+    def _plan(self) -> TuningParams:
+        """The tuning pipeline's own first check (target, search space), run earlier."""
+        from vitrina.pipelines.tuning.nodes import plan_tuning
+
+        _dataclass_check(plan_tuning, self.model_dump(by_alias=True))
+        return self

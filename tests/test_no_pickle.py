@@ -1,0 +1,93 @@
+"""No pickle on load paths: tampered files are refused, and their payload never runs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from kedro.io import DatasetError
+
+from tests.conftest import REPO
+from tests.models.test_captioner import _train
+from tests.models.test_pair_classifier import SMALL_GBDT, toy, toy_pairs
+from vitrina.datasets.pair_matcher import PairMatcherDataset
+from vitrina.models.captioner_training import STATE_FILE, TrainingConfig
+from vitrina.models.pair_classifier import fit_pair_matchers
+
+
+class Payload:
+    """Pickles as a call that writes ``marker``: unpickling it would run that call."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "the payload ran"))
+
+
+def test_no_pickle_loader_in_the_source():
+    pattern = re.compile(r"weights_only\s*=\s*False|joblib\.load\(|pickle\.loads?\(")
+    hits = [
+        f"{path.relative_to(REPO)}:{n}"
+        for path in sorted((REPO / "src").rglob("*.py"))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert hits == []
+
+
+def test_a_tampered_captioner_training_state_is_refused(tmp_path):
+    images = []
+    for i, rgb in enumerate([(220, 30, 30), (30, 200, 60), (40, 60, 220)]):
+        images.append(str(tmp_path / f"{i}.jpg"))
+        __import__("PIL.Image").Image.new("RGB", (40, 60), rgb).save(images[-1])
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    marker = tmp_path / "marker"
+    torch.save({"fingerprint": "x", "payload": Payload(marker)}, state_dir / STATE_FILE)
+    config = TrainingConfig(
+        epochs=1, batch_size=4, device="cpu", num_workers=1, checkpoint_dir=str(state_dir)
+    )
+    with pytest.raises(ValueError, match="holds objects other than tensors and plain data"):
+        _train(images, config)
+    assert not marker.exists(), "torch.load unpickled the payload"
+
+
+def test_a_tampered_pair_matcher_is_refused(tmp_path):
+    import skops.io
+
+    items, emb = toy(n_groups=20)
+    pairs = toy_pairs(items)
+    matchers, _ = fit_pair_matchers(
+        pairs.iloc[::2],
+        pairs.iloc[1::2],
+        items.set_index("item_id"),
+        emb,
+        {"modalities": ["text"], "string_fields": ["title"]},
+        {"gbdt": SMALL_GBDT},
+        seed=0,
+    )
+    dataset = PairMatcherDataset(str(tmp_path / "matcher"))
+    dataset.save(matchers["gbdt"])
+    files = sorted(p.name for p in (tmp_path / "matcher").iterdir())
+    assert files == ["baseline.skops", "config.json", "features.skops"]
+    assert dataset.load().threshold == matchers["gbdt"].threshold  # the real one loads
+
+    for name in ("features.skops", "baseline.skops"):
+        marker = tmp_path / f"marker-{name}"
+        skops.io.dump({"x": Payload(marker)}, tmp_path / "matcher" / name)
+        with pytest.raises(DatasetError, match=r"Untrusted types found.*Payload"):
+            dataset.load()
+        assert not marker.exists()
+        dataset.save(matchers["gbdt"])
+
+
+def test_a_pickled_matcher_of_an_older_version_is_not_loaded(tmp_path):
+    folder = tmp_path / "matcher"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"kind": "baseline", "threshold": 0.5}')
+    (folder / "features.joblib").write_bytes(b"pickle")
+    with pytest.raises(DatasetError, match="older Vitrina with pickled .joblib"):
+        PairMatcherDataset(str(folder)).load()
