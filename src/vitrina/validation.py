@@ -39,6 +39,8 @@ PARAMETER_SCHEMAS: dict[str, type[BaseModel] | str] = {
     "captioning_inference": f"{_SCHEMAS}:CaptioningInferenceParams",
     "pair_matching": f"{_SCHEMAS}:PairMatchingParams",
     "tuning": f"{_SCHEMAS}:TuningParams",
+    "classification": "vitrina.pipelines.classification.schema:ClassificationParams",
+    "classification_inference": "vitrina.pipelines.classification.schema:ClassificationInferenceParams",
 }
 
 

@@ -340,3 +340,46 @@ def test_pruning_per_epoch_is_reported_with_metric_before_and_after(catalogue, p
     assert {"val_macro_f1_before", "val_macro_f1_after"} <= set(report)
     rows = out["category.classification_task_metrics"]
     assert "pruning_sparsity" in set(rows["metric"])
+
+
+# --------------------------------------------------------------- parameter checks
+
+
+def test_shipped_classification_parameters_validate():
+    from vitrina.validation import validate_parameters
+
+    validate_parameters({"classification": base_params("classification"),
+                         "classification_inference": base_params("classification_inference")},
+                        ["classification", "classification_inference"])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda p: p["tasks"]["category"]["training"].update(lr=0.1),
+            r"unknown setting\(s\) \['lr'\]",
+        ),
+        (
+            lambda p: p["tasks"]["category"].update(backbone="resnet9000"),
+            "unknown backbone 'resnet9000'",
+        ),
+        (
+            lambda p: p["tasks"]["tags"].update(label="colour"),
+            r"a multilabel task takes exactly one of",
+        ),
+        (lambda p: p["split"].update(validation=0.5, test=0.6), "leaves no train split"),
+        (
+            lambda p: p["tasks"]["category"].update(pruning={"amount": 2}),
+            r"pruning.amount must be a fraction",
+        ),
+    ],
+)
+def test_bad_classification_parameters_are_named_before_any_work(change, message):
+    from vitrina.validation import ParameterError, validate_parameters
+
+    p = base_params("classification")
+    p["tasks"]["category"].setdefault("training", {})
+    change(p)
+    with pytest.raises(ParameterError, match=message):
+        validate_parameters({"classification": p}, ["classification"])

@@ -1,0 +1,125 @@
+"""Schemas of the ``classification`` and ``classification_inference`` parameters, checked
+before the first node runs (registered in :data:`vitrina.validation.PARAMETER_SCHEMAS`).
+
+Training settings go through :class:`vitrina.training.TrainingConfig` itself and pruning
+through :func:`vitrina.models.classifiers.pruning.validate`, so each rule lives in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from vitrina.parameter_schemas import Fraction, Positive, Schema, _dataclass_check
+
+
+def _training(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    from vitrina.training import TrainingConfig
+
+    return _dataclass_check(TrainingConfig.from_params, value)
+
+
+class SplitParams(Schema):
+    """``classification.split``: validation and test fractions (train gets the rest)."""
+
+    validation: Fraction = 0.15
+    test: Fraction = 0.2
+
+    @model_validator(mode="after")
+    def _rest(self) -> SplitParams:
+        if self.validation + self.test >= 1:
+            raise ValueError(
+                f"validation + test = {self.validation + self.test} leaves no train split"
+            )
+        return self
+
+
+class ClassificationTask(Schema):
+    """``classification.tasks.<name>``: kind, labels, backbone and overrides."""
+
+    kind: Literal["multiclass", "multilabel", "metric_learning"]
+    label: str | None = None
+    labels: list[str] | None = None
+    label_list: str | None = None
+    indicator_columns: str | list[str] | None = None
+    backbone: str
+    checkpoint: str | None = None
+    image_size: Positive | None = None
+    min_class_size: Annotated[int, Field(ge=2)] | None = None
+    training: dict[str, Any] | None = None
+    pruning: dict[str, Any] | None = None
+    options: dict[str, Any] | None = None
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbone(cls, name: str) -> str:
+        from vitrina.models.classifiers.backbones import available_backbones
+
+        if name.startswith("timm:") or name == "clip_vision" or name in available_backbones():
+            return name
+        raise ValueError(
+            f"unknown backbone {name!r}; available: {available_backbones()} or timm:<name>"
+        )
+
+    @field_validator("training")
+    @classmethod
+    def _training(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return _training(value)
+
+    @field_validator("pruning")
+    @classmethod
+    def _pruning(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        from vitrina.models.classifiers import pruning
+
+        return value if value is None else _dataclass_check(pruning.validate, value)
+
+    @model_validator(mode="after")
+    def _labels(self) -> ClassificationTask:
+        given = [
+            k for k in ("label", "labels", "label_list", "indicator_columns") if getattr(self, k)
+        ]
+        want = (
+            ["labels", "label_list", "indicator_columns"]
+            if self.kind == "multilabel"
+            else ["label"]
+        )
+        if len(given) != 1 or given[0] not in want:
+            raise ValueError(
+                f"a {self.kind} task takes exactly one of {want}; got {given or 'none'}"
+            )
+        return self
+
+
+class ClassificationParams(Schema):
+    """``classification``: shared settings and the tasks."""
+
+    output_dir: str
+    image_size: Positive = 224
+    split: SplitParams = SplitParams()
+    min_class_size: Annotated[int, Field(ge=2)] = 10
+    seed: int = 42
+    training: dict[str, Any] | None = None
+    tasks: dict[str, ClassificationTask | None]
+
+    @field_validator("training")
+    @classmethod
+    def _training(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return _training(value)
+
+
+class ClassificationInferenceParams(Schema):
+    """``classification_inference``: the source of images and output sizes."""
+
+    tasks: list[str] | None = None
+    source: dict[Literal["paths", "group", "catalogue"], Any]
+    top_k: Positive = 5
+    batch_size: Positive = 64
+    n_workers: Positive = 2
+
+    @field_validator("source")
+    @classmethod
+    def _one_source(cls, source: dict[str, Any]) -> dict[str, Any]:
+        if len(source) != 1:
+            raise ValueError(f"give exactly one of paths, group, catalogue; got {sorted(source)}")
+        return source
