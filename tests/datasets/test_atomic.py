@@ -23,6 +23,7 @@ from vitrina.datasets.atomic import AtomicLocalFileSystem, make_atomic, make_cat
 #: a file (memory, MLflow metrics, read-only sources, a folder its node fills atomically).
 SELF_ATOMIC_OR_NO_FILE = {
     "CaptionerDataset",
+    "ClassifierDataset",
     "DemoCatalogueDataset",
     "EmbeddingsDataset",
     "ErMagellanDataset",
@@ -31,6 +32,10 @@ SELF_ATOMIC_OR_NO_FILE = {
     "MlflowMetricsHistoryDataset",
     "PairMatcherDataset",
     "RuClipCheckpointDataset",
+    "ReviewStoreDataset",  # a database: transactions, no file written
+    "JSONPostDataset",  # an HTTP POST
+    "SeedClassificationDataset",  # read-only sources
+    "SeedMetricLearningDataset",
 }
 
 SAVER = """
@@ -114,11 +119,11 @@ def test_every_file_dataset_of_every_environment_saves_atomically(kedro_project)
 
     names = sorted({d for p in build_pipelines(None).values() for d in p.datasets()})
     checked = set()
-    for env in ("test", "hm", "er_magellan"):
+    for env in ("test", "hm", "er_magellan", "seed004_multiclass", "seed004_metric"):
         loader = OmegaConfigLoader(
             str(kedro_project / "conf"), env=env, **settings.CONFIG_LOADER_ARGS
         )
-        catalog = DataCatalog.from_config(loader["catalog"])
+        catalog = DataCatalog.from_config(loader["catalog"], credentials=loader["credentials"])
         keys = sorted(set(catalog.keys()) | {n for n in names if n in catalog})
         wrapped = set(make_catalog_atomic(catalog, keys))
         for name in keys:

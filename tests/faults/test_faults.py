@@ -89,6 +89,18 @@ CASES = [
             f"08_reporting/{T}/captioning_metrics.csv",
         ),
     ),
+    # Lightning checkpoints: resumed from last.ckpt, the same model and metrics
+    FaultCase(
+        "classification_training",
+        "classification",
+        kill_at="last.ckpt",
+        nth=2,
+        reset=(f"06_models/{T}/classification", f"07_model_output/{T}/classification"),
+        results=(
+            f"06_models/{T}/classification/category/model/model.safetensors",
+            f"07_model_output/{T}/classification/category_metrics.csv",
+        ),
+    ),
 ]
 
 #: The tiny demo, sized for seconds per step: cheap probing, 3 fine-tuning epochs, a
@@ -115,6 +127,12 @@ ENV = {
           report: {n_examples: 4}
     """,
 }
+ENV["parameters_classification.yml"] = """
+    classification:
+      image_size: 32
+      training: {max_epochs: 3, patience: null, num_threads: 1}
+      tasks: {tags: null, subcategory_retrieval: null}
+"""
 UPSTREAM = ("ingestion", "image_processing", "embeddings")
 
 

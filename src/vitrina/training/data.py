@@ -84,15 +84,19 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
-class _EpochSampler(Sampler[int]):
-    def __init__(self, n: int, seed: int, epoch: int) -> None:
-        self.order = epoch_order(n, seed, epoch).tolist()
+class EpochSampler(Sampler[int]):
+    """The order of :func:`epoch_order` for the epoch that is current when iteration
+    starts (``epoch()`` is asked then, not when the loader is built: a run resumed from a
+    checkpoint builds its loader before the trainer has restored its epoch)."""
+
+    def __init__(self, n: int, seed: int, epoch: Callable[[], int]) -> None:
+        self.n, self.seed, self.epoch = n, seed, epoch
 
     def __iter__(self):
-        return iter(self.order)
+        return iter(epoch_order(self.n, self.seed, self.epoch()).tolist())
 
     def __len__(self) -> int:
-        return len(self.order)
+        return self.n
 
 
 class ArrayDataset(Dataset):
@@ -119,8 +123,8 @@ class ArrayDataset(Dataset):
 class ArrayDataModule(pl.LightningDataModule):
     """Train / validation / test loaders over :class:`ArrayDataset` splits.
 
-    The training loader is rebuilt every epoch (the trainer reloads dataloaders each
-    epoch) with the order :func:`epoch_order` gives for the trainer's current epoch.
+    The training loader draws each epoch's order from :func:`epoch_order` for the
+    trainer's current epoch (:class:`EpochSampler`).
     """
 
     def __init__(
@@ -137,12 +141,15 @@ class ArrayDataModule(pl.LightningDataModule):
         self.train, self.validation, self.test = train, validation, test
         self.batch_size, self.seed, self.num_workers = int(batch_size), int(seed), int(num_workers)
 
+    def current_epoch(self) -> int:
+        """The trainer's epoch (0 before training)."""
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
     def train_dataloader(self) -> DataLoader:
-        epoch = self.trainer.current_epoch if self.trainer is not None else 0
         return DataLoader(
             self.train,
             batch_size=self.batch_size,
-            sampler=_EpochSampler(len(self.train), self.seed, epoch),
+            sampler=EpochSampler(len(self.train), self.seed, self.current_epoch),
             num_workers=self.num_workers,
             drop_last=len(self.train) > self.batch_size,
         )

@@ -33,6 +33,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import (
     Callback,
     EarlyStopping,
@@ -169,12 +170,28 @@ class TrainingRun:
             logger=build_loggers(Path(self.root), self.name),
             log_every_n_steps=config.log_every_n_steps,
             limit_train_batches=config.limit_train_batches,
-            reload_dataloaders_every_n_epochs=1,  # each epoch's order comes from (seed, epoch)
             num_sanity_val_steps=0,
             deterministic=False,
             enable_model_summary=False,
             enable_progress_bar=_interactive(),
+            plugins=[AtomicCheckpointIO()],
         )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer through :func:`vitrina.utils.atomic_path`.
+
+    Lightning's own save goes through an fsspec transaction that writes a temporary file
+    in the system temp folder and then moves it: across file systems that move is a copy,
+    and a ``kill -9`` during it leaves a truncated ``last.ckpt``. Here the temporary file
+    sits beside the target and is renamed into place.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
 
 
 def _interactive() -> bool:

@@ -3,8 +3,8 @@
 A task is a backbone (:mod:`.backbones`, built from transformers) plus a head and a loss.
 Batches arrive as ``uint8 [B, 3, S, S]`` images decoded ahead of time
 (:mod:`vitrina.training.data`); :meth:`ImageTask.on_after_batch_transfer` converts them on
-the training device: random horizontal flips while training (seeded per epoch), then the
-backbone's mean/std normalisation. Subclasses implement ``head``, ``compute_loss`` and
+the training device (the backbone's mean/std normalisation), and training steps add
+random horizontal flips, seeded per (epoch, batch). Subclasses implement ``head``, ``compute_loss`` and
 ``epoch_metrics``; the base handles optimisation, logging, per-epoch seeding, the NaN
 guard and prediction.
 """
@@ -81,28 +81,30 @@ class ImageTask(pl.LightningModule):
         """Head outputs (logits ``[B, C]`` or embeddings ``[B, E]``) of normalised images."""
         return self.head(self.features(pixel_values))
 
-    def normalise(self, images: torch.Tensor, *, augment: bool) -> torch.Tensor:
+    def normalise(self, images: torch.Tensor, *, augment: bool = False) -> torch.Tensor:
         """``uint8 [B, 3, S, S]`` → normalised ``float32``; random h-flips when ``augment``."""
-        x = images.float().div_(255.0)
-        if augment and self.options.get("hflip", True):
-            flip = torch.rand(x.shape[0], device=x.device) < 0.5
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-        return (x - self.mean) / self.std
+        x = (images.float().div_(255.0) - self.mean) / self.std
+        return self.augment(x) if augment else x
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """Random horizontal flips (``options.hflip``, default on) of normalised images."""
+        if not self.options.get("hflip", True):
+            return x
+        flip = torch.rand(x.shape[0], device=x.device) < 0.5
+        return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, targets = batch
-        augment = self.trainer is not None and self.trainer.training
-        return self.normalise(images, augment=augment), targets
+        return self.normalise(images), targets
 
     # --------------------------------------------------------------- training
-    def on_train_epoch_start(self) -> None:
-        # Augmentation and dropout draw from torch's RNG: reseeding from (seed, epoch)
-        # makes a resumed epoch identical to the uninterrupted one.
-        torch.manual_seed(self.config.seed * 1009 + self.current_epoch)
-
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        # Augmentation and dropout draw from torch's RNG, reseeded from (seed, epoch,
+        # batch): a resumed run repeats the uninterrupted one bit for bit, whatever else
+        # (data loaders, loggers) drew from the RNG in between.
+        torch.manual_seed((self.config.seed * 1_000_003 + self.current_epoch) * 100_003 + batch_idx)
         images, targets = batch
-        loss = self.compute_loss(self(images), targets)
+        loss = self.compute_loss(self(self.augment(images)), targets)
         check_finite(loss, self, batch_idx)
         self.log(
             "train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(targets)
