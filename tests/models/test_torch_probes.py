@@ -95,7 +95,9 @@ def test_mlp_is_scikit_learns_mlp_step_for_step(early_stopping):
             assert np.allclose(r.curve, mlp.validation_scores_, atol=1e-6)
         else:
             assert np.allclose(-np.array(r.curve), mlp.loss_curve_, rtol=1e-3)
-        ref = pipe[-1].predict_proba(jobs[0].x_test.numpy() if r is out[0] else jobs[1].x_test.numpy())
+        ref = pipe[-1].predict_proba(
+            jobs[0].x_test.numpy() if r is out[0] else jobs[1].x_test.numpy()
+        )
         assert np.abs(r.proba - ref).max() < 1e-4
 
 

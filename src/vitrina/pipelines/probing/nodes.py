@@ -19,7 +19,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from vitrina.datasets.embeddings import Embeddings  # noqa: E402
 from vitrina.models.probes import Cell, ProbeTask, probe_matrix_sklearn  # noqa: E402
 from vitrina.models.torch_probes import probe_matrix  # noqa: E402
-from vitrina.utils import resolve_device  # noqa: E402
+from vitrina.utils import limit_threads, resolve_device  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +203,8 @@ def probe_embeddings(
     Args:
         embeddings: one model's embeddings (ids, text ``[N, Dt]``, image ``[N, Di]``).
         probing_splits: output of :func:`make_probing_splits`.
-        params: ``probing`` parameters (``backend``, ``modalities``, ``probes``, ``seed``).
+        params: ``probing`` parameters (``backend``, ``torch_threads``, ``modalities``,
+            ``probes``, ``seed``).
         device: ``embeddings.device`` (``auto``: CUDA when available); torch backend only.
 
     Returns:
@@ -258,13 +259,15 @@ def probe_embeddings(
         )
         bar.update(1)
 
+    threads = params.get("torch_threads")
     with bar:
         if backend == "sklearn":
             device = "cpu"
             probe_matrix_sklearn(features, tasks, probes, seed=seed, on_cell=record)
         else:
             device = resolve_device(device)
-            probe_matrix(features, tasks, probes, seed=seed, device=device, on_cell=record)
+            with limit_threads(threads if device == "cpu" else None):
+                probe_matrix(features, tasks, probes, seed=seed, device=device, on_cell=record)
     logger.info(
         "probing: %d cells (%d tasks x %d modalities x %d probes) in %.1f s, backend %s on %s",
         bar.total,
