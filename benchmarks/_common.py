@@ -1,8 +1,8 @@
-"""Helpers the benchmark scripts share (``embeddings.py``, ``finetune.py``).
+"""Helpers the benchmark scripts share (``embeddings.py``, ``finetune.py``, ``probing.py``).
 
 The model architecture and the input loader, the ruclip reference image transform, peak
 memory readings, CUDA synchronisation, running one measured path in a fresh process, and
-the report's device name and table.  Not a benchmark itself.
+the report's device name, CPU flags and table.  Not a benchmark itself.
 
 The scripts import it as ``from _common import ...``: running ``python benchmarks/x.py``
 puts ``benchmarks/`` on ``sys.path``, and spawned child processes inherit that path.
@@ -171,6 +171,21 @@ def device_name(device: str) -> str:
     except OSError:
         pass
     return f"cpu ({cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's vector-instruction flags from ``/proc/cpuinfo`` (``sse4*``, ``fma``,
+    ``avx*``, ``amx*``, ``*bf16``, ``*vnni``), which decide fp32 speed and whether bf16
+    pays off; empty when unknown."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                keep = ("sse4", "fma", "avx", "amx", "bf16", "vnni")
+                return [f for f in flags if any(k in f for k in keep)]
+    except OSError:
+        pass
+    return []
 
 
 def print_table(rows: list[list[str]], header: list[str]) -> None:

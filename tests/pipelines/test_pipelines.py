@@ -126,7 +126,11 @@ def test_probing_pipeline(products, manifest, embeddings):
         out = run(
             probing_for_model(name),
             probing_splits=splits,
-            **{f"{name}.embeddings": emb, "params:probing": params},
+            **{
+                f"{name}.embeddings": emb,
+                "params:probing": params,
+                "params:embeddings.device": "cpu",
+            },
         )
         metrics = out[f"{name}.probing_metrics"]
         ok_tasks = set(report.loc[report.status == "ok", "task"])

@@ -8,6 +8,9 @@ logistic regression on standardised features; ``mlp`` a one-hidden-layer percept
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,6 +20,15 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+#: The MLP probe's settings where ``probing.probes.mlp`` leaves them out (both backends).
+MLP_DEFAULTS: dict[str, Any] = {
+    "hidden_layer_sizes": (256,),
+    "early_stopping": True,
+    "n_iter_no_change": 20,
+    "batch_size": 64,
+    "max_iter": 500,
+}
 
 
 def build_probe(kind: str, params: dict[str, Any] | None = None, seed: int = 0) -> Pipeline:
@@ -38,14 +50,7 @@ def build_probe(kind: str, params: dict[str, Any] | None = None, seed: int = 0) 
     elif kind == "mlp":
         if "hidden_layer_sizes" in params:
             params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
-        defaults = {
-            "hidden_layer_sizes": (256,),
-            "early_stopping": True,
-            "n_iter_no_change": 20,
-            "batch_size": 64,
-            "max_iter": 500,
-        }
-        clf = MLPClassifier(random_state=seed, **{**defaults, **params})
+        clf = MLPClassifier(random_state=seed, **{**MLP_DEFAULTS, **params})
     else:
         raise ValueError(f"Unknown probe {kind!r}; expected 'logreg' or 'mlp'")
     return make_pipeline(StandardScaler(), clf)
@@ -147,15 +152,31 @@ def sweep_logreg_c(
             )
         return out
 
-    coarse = np.logspace(*log10_range, num=max(2, steps))
+    coarse = coarse_grid(steps, log10_range)
     tried = evaluate(coarse)
-    best = int(np.argmax([f for _, f in tried]))
+    tried += evaluate(fine_grid(coarse, [f for _, f in tried], steps))
+    return best_sweep_c(tried), sorted(tried)
+
+
+def coarse_grid(steps: int = 4, log10_range: Any = None) -> np.ndarray:
+    """The sweep's first stage: ``max(2, steps)`` values of ``C`` log-spaced over
+    ``10**log10_range`` (default ``(-3, 3)``), increasing."""
+    lo, hi = (-3.0, 3.0) if log10_range is None else log10_range
+    return np.logspace(float(lo), float(hi), num=max(2, steps))
+
+
+def fine_grid(coarse: np.ndarray, scores: list[float], steps: int = 4) -> np.ndarray:
+    """The sweep's second stage: ``steps`` values log-spaced strictly between the
+    neighbours of the best coarse value (by ``scores``, first best), minus coarse ones."""
+    best = int(np.argmax(scores))
     lo = np.log10(coarse[max(best - 1, 0)])
     hi = np.log10(coarse[min(best + 1, len(coarse) - 1)])
-    fine = np.setdiff1d(np.logspace(lo, hi, num=steps + 2)[1:-1], coarse)
-    tried += evaluate(fine)
-    best_c = max(tried, key=lambda cf: (cf[1], -abs(np.log10(cf[0]))))[0]
-    return best_c, sorted(tried)
+    return np.setdiff1d(np.logspace(lo, hi, num=steps + 2)[1:-1], coarse)
+
+
+def best_sweep_c(tried: list[tuple[float, float]]) -> float:
+    """The ``C`` of the best validation macro-F1; ties go to the ``C`` nearest 1."""
+    return max(tried, key=lambda cf: (cf[1], -abs(np.log10(cf[0]))))[0]
 
 
 def fit_probe(
@@ -191,3 +212,86 @@ def fit_probe(
         )
         params["C"] = info["C"] = best_c
     return build_probe(kind, params, seed=seed).fit(x, y), info
+
+
+@dataclass
+class ProbeTask:
+    """One task's rows of the shared feature matrices.
+
+    Attributes:
+        name: task name.
+        rows: ``int64 [n]`` row indices into every modality's matrix.
+        y: ``[n]`` labels (str); ``groups``: ``[n]`` group ids; ``train``: ``bool [n]``.
+    """
+
+    name: str
+    rows: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+    train: np.ndarray
+
+
+@dataclass
+class Cell:
+    """One fitted probe: metrics on the test split, extra facts (``C``, ``epochs``) and
+    the seconds it took (for an MLP: from its batch's start until it stopped)."""
+
+    task: str
+    modality: str
+    probe: str
+    metrics: dict[str, float]
+    info: dict[str, Any]
+    seconds: float
+
+
+def score_cell(
+    task: ProbeTask,
+    modality: str,
+    probe: str,
+    proba: np.ndarray,
+    classes: np.ndarray,
+    info: dict[str, Any],
+    seconds: float,
+) -> Cell:
+    """A :class:`Cell` from a probe's test-split probabilities ``[n_test, K]``."""
+    metrics = classification_metrics(task.y[~task.train], proba, classes)
+    return Cell(task.name, modality, probe, metrics, info, seconds)
+
+
+def probe_matrix_sklearn(
+    features: dict[str, np.ndarray],
+    tasks: list[ProbeTask],
+    probes: dict[str, dict[str, Any]],
+    *,
+    seed: int = 0,
+    on_cell: Callable[[Cell], None] | None = None,
+) -> list[Cell]:
+    """The reference backend: one :func:`fit_probe` per task × modality × probe (CPU).
+
+    Args:
+        features: per modality, ``float32 [N, D]`` rows shared by every task.
+        tasks, probes, on_cell: as :func:`vitrina.models.torch_probes.probe_matrix`.
+    """
+    cells = []
+    for task in tasks:
+        y, groups, train = task.y, task.groups, task.train
+        for modality, matrix in features.items():
+            x = matrix[task.rows]
+            for probe, params in probes.items():
+                start = time.perf_counter()
+                model, info = fit_probe(probe, params, x[train], y[train], groups[train], seed)
+                proba = model.predict_proba(x[~train])
+                cells.append(
+                    score_cell(
+                        task,
+                        modality,
+                        probe,
+                        proba,
+                        model.classes_,
+                        info,
+                        time.perf_counter() - start,
+                    )
+                )
+                if on_cell:
+                    on_cell(cells[-1])
+    return cells

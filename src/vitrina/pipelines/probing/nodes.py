@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any
 
 import matplotlib
@@ -12,9 +13,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
 
 from vitrina.datasets.embeddings import Embeddings  # noqa: E402
-from vitrina.models.probes import classification_metrics, fit_probe  # noqa: E402
+from vitrina.models.probes import Cell, ProbeTask, probe_matrix_sklearn  # noqa: E402
+from vitrina.models.torch_probes import probe_matrix  # noqa: E402
+from vitrina.utils import limit_threads, resolve_device  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -200,60 +204,131 @@ def check_embedding_ids(embeddings: Embeddings, probing_splits: pd.DataFrame) ->
         )
 
 
+def matrix_inputs(
+    embeddings: Embeddings, probing_splits: pd.DataFrame, modalities: list[str]
+) -> tuple[dict[str, np.ndarray], list[ProbeTask]]:
+    """One feature matrix per modality for all probed products, and each task's rows of it.
+
+    Returns:
+        ``{modality: float32 [N, D]}`` over the probed products (first-seen order) and one
+        :class:`~vitrina.models.probes.ProbeTask` per task (in ``probing_splits`` order).
+    """
+    ids = pd.unique(probing_splits["product_id"].astype(str))
+    emb = embeddings.align(ids)
+    position = pd.Series(np.arange(len(ids)), index=ids)
+    tasks = [
+        ProbeTask(
+            name=task,
+            rows=position[df["product_id"].astype(str)].to_numpy(),
+            y=df["label"].astype(str).to_numpy(),
+            groups=df["group_id"].astype(str).to_numpy(),
+            train=(df["split"] == "train").to_numpy(),
+        )
+        for task, df in probing_splits.groupby("task", sort=False)
+    ]
+    return {m: emb.modality(m) for m in modalities}, tasks
+
+
 def probe_embeddings(
-    embeddings: Embeddings, probing_splits: pd.DataFrame, params: dict[str, Any]
+    embeddings: Embeddings,
+    probing_splits: pd.DataFrame,
+    params: dict[str, Any],
+    device: str = "auto",
 ) -> pd.DataFrame:
     """Fit every probe on every modality × task of one model and score it on the test split.
+
+    ``probing.backend`` picks the fitting code: ``torch`` (the default,
+    :func:`vitrina.models.torch_probes.probe_matrix` on ``device``; each modality's matrix
+    is gathered once for all tasks) or ``sklearn`` (the reference,
+    :func:`vitrina.models.probes.fit_probe` per cell, on the CPU). Both follow the same
+    protocol on the same splits. One progress bar spans the matrix (on a terminal), and
+    the log gives each cell's scores and seconds.
 
     Args:
         embeddings: one model's embeddings (ids, text ``[N, Dt]``, image ``[N, Di]``).
         probing_splits: output of :func:`make_probing_splits`.
-        params: ``probing`` parameters (``modalities``, ``probes``, ``seed``).
+        params: ``probing`` parameters (``backend``, ``torch_threads``, ``modalities``,
+            ``probes``, ``seed``).
+        device: ``embeddings.device`` (``auto``: CUDA when available); torch backend only.
 
     Returns:
-        Long table ``modality, task, probe, metric, value, n_train, n_test``.
+        Long table ``modality, task, probe, metric, value, n_train, n_test``, ordered by
+        task, modality, probe.
 
     Raises:
-        ValueError: the embeddings lack probed products (see :func:`check_embedding_ids`).
+        ValueError: the embeddings lack probed products (see :func:`check_embedding_ids`),
+            an unknown backend, or probe parameters the torch backend does not support.
     """
     check_embedding_ids(embeddings, probing_splits)
     seed = int(params.get("seed", 42))
-    rows = []
-    for task, df in probing_splits.groupby("task", sort=False):
-        emb = embeddings.align(df["product_id"].astype(str))
-        train = (df["split"] == "train").to_numpy()
-        y = df["label"].astype(str).to_numpy()
-        groups = df["group_id"].astype(str).to_numpy()
-        for modality in params.get("modalities", ["text", "image", "text+image"]):
-            x = emb.modality(modality)
-            for probe, probe_params in params["probes"].items():
-                model, info = fit_probe(
-                    probe, probe_params, x[train], y[train], groups[train], seed=seed
-                )
-                proba = model.predict_proba(x[~train])
-                metrics = classification_metrics(y[~train], proba, model.classes_)
-                for metric, value in metrics.items():
-                    rows.append(
-                        {
-                            "modality": modality,
-                            "task": task,
-                            "probe": probe,
-                            "metric": metric,
-                            "value": value,
-                            "n_train": int(train.sum()),
-                            "n_test": int((~train).sum()),
-                        }
-                    )
-                logger.info(
-                    "probing: %-12s %-10s %-6s macro_f1=%.3f acc=%.3f %s",
-                    task,
-                    modality,
-                    probe,
-                    metrics["macro_f1"],
-                    metrics["accuracy"],
-                    " ".join(f"{k}={v:.3g}" for k, v in info.items()),
-                )
-    return pd.DataFrame(rows, columns=METRIC_COLUMNS[1:])
+    backend = str(params.get("backend", "torch"))
+    if backend not in ("torch", "sklearn"):
+        raise ValueError(f"probing.backend must be 'torch' or 'sklearn', got {backend!r}")
+    modalities = list(params.get("modalities", ["text", "image", "text+image"]))
+    probes = {k: dict(v or {}) for k, v in params["probes"].items()}
+    features, tasks = matrix_inputs(embeddings, probing_splits, modalities)
+    counts = {t.name: (int(t.train.sum()), int((~t.train).sum())) for t in tasks}
+    rows: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    bar = tqdm(
+        total=len(tasks) * len(modalities) * len(probes),
+        desc=f"probing ({backend})",
+        unit="cell",
+        disable=None,
+    )
+
+    def record(cell: Cell) -> None:
+        n_train, n_test = counts[cell.task]
+        rows.extend(
+            {
+                "modality": cell.modality,
+                "task": cell.task,
+                "probe": cell.probe,
+                "metric": metric,
+                "value": value,
+                "n_train": n_train,
+                "n_test": n_test,
+            }
+            for metric, value in cell.metrics.items()
+        )
+        logger.info(
+            "probing: %-12s %-10s %-6s macro_f1=%.3f acc=%.3f %s%.2fs",
+            cell.task,
+            cell.modality,
+            cell.probe,
+            cell.metrics["macro_f1"],
+            cell.metrics["accuracy"],
+            "".join(f"{k}={v:.3g} " for k, v in cell.info.items()),
+            cell.seconds,
+        )
+        bar.update(1)
+
+    threads = params.get("torch_threads")
+    with bar:
+        if backend == "sklearn":
+            device = "cpu"
+            probe_matrix_sklearn(features, tasks, probes, seed=seed, on_cell=record)
+        else:
+            device = resolve_device(device)
+            with limit_threads(threads if device == "cpu" else None):
+                probe_matrix(features, tasks, probes, seed=seed, device=device, on_cell=record)
+    logger.info(
+        "probing: %d cells (%d tasks x %d modalities x %d probes) in %.1f s, backend %s on %s",
+        bar.total,
+        len(tasks),
+        len(modalities),
+        len(probes),
+        time.perf_counter() - start,
+        backend,
+        device,
+    )
+    order = {"task": [t.name for t in tasks], "modality": modalities, "probe": list(probes)}
+    out = pd.DataFrame(rows, columns=METRIC_COLUMNS[1:])
+    keys = [out[k].map({v: i for i, v in enumerate(vals)}) for k, vals in order.items()]
+    out = out.assign(_t=keys[0], _m=keys[1], _p=keys[2]).sort_values(
+        ["_t", "_m", "_p"], kind="stable"
+    )
+    return out.drop(columns=["_t", "_m", "_p"]).reset_index(drop=True)
 
 
 def combine_probing_metrics(**per_model: pd.DataFrame) -> pd.DataFrame:

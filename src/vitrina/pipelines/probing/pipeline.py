@@ -22,14 +22,14 @@ def model_pipeline(name: str) -> Pipeline:
         [
             Node(
                 probe_embeddings,
-                ["embeddings", "probing_splits", "params:probing"],
+                ["embeddings", "probing_splits", "params:probing", "params:embeddings.device"],
                 "probing_metrics",
                 name="probe_embeddings",
             )
         ],
         namespace=name,
         inputs={"probing_splits"},
-        parameters={"params:probing"},
+        parameters={"params:probing", "params:embeddings.device"},
     )
 
 

@@ -1,0 +1,260 @@
+"""The torch backend of the probing step: a model's task × modality × probe matrix at once.
+
+Same protocol and results as the scikit-learn backend (:mod:`vitrina.models.probes`),
+fitted on ``embeddings.device``:
+
+- each modality's feature matrix goes to the device once and every task takes its rows
+  from it; each fit standardises with the statistics of its own training rows, as the
+  scikit-learn pipeline's ``StandardScaler`` does (the test rows never shape it);
+- ``logreg`` with ``C: sweep``: the same validation part
+  (:func:`~vitrina.models.probes.validation_split`) and the same grid
+  (:func:`~vitrina.models.probes.coarse_grid`, :func:`~vitrina.models.probes.fine_grid`,
+  :func:`~vitrina.models.probes.best_sweep_c`); the coarse values are fitted as one batch
+  of heads (:mod:`vitrina.models.torch_logreg`), the refined ones as a second batch
+  warm-started from their nearest coarse head, and the chosen ``C`` is refitted on the
+  whole training split, warm-started from its sweep head;
+- ``mlp``: every task of a modality trains at once (:mod:`vitrina.models.torch_mlp`), with
+  early stopping on a validation slice carved by the same
+  :func:`~vitrina.models.probes.validation_split` (``validation_fraction`` of the
+  training split, scikit-learn's name and default 0.1), grouped by ``group_id`` as the
+  logistic-regression sweep's is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+from sklearn.preprocessing import StandardScaler
+
+from vitrina.models.probes import (
+    MLP_DEFAULTS,
+    Cell,
+    ProbeTask,
+    best_sweep_c,
+    coarse_grid,
+    fine_grid,
+    score_cell,
+    validation_split,
+)
+from vitrina.models.torch_logreg import LogisticHeads, lbfgs
+from vitrina.models.torch_mlp import MlpJob, train_mlps
+
+#: Probe parameters the torch backend reads (others raise: use ``backend: sklearn``).
+LOGREG_KEYS = {"C", "sweep_steps", "sweep_range", "validation_share", "max_iter", "tol"}
+MLP_KEYS = {
+    "hidden_layer_sizes",
+    "alpha",
+    "batch_size",
+    "learning_rate_init",
+    "max_iter",
+    "early_stopping",
+    "n_iter_no_change",
+    "tol",
+    "beta_1",
+    "beta_2",
+    "epsilon",
+    "validation_fraction",
+}
+
+
+def check_params(probe: str, params: dict[str, Any]) -> None:
+    """Raise ``ValueError`` for a probe or a parameter the torch backend does not fit."""
+    allowed = {"logreg": LOGREG_KEYS, "mlp": MLP_KEYS}.get(probe)
+    if allowed is None:
+        raise ValueError(f"probing.backend torch: unknown probe {probe!r}; expected logreg or mlp")
+    extra = sorted(set(params) - allowed)
+    if extra:
+        raise ValueError(
+            f"probing.backend torch: probes.{probe} has parameters {extra} it does not support "
+            f"(supported: {sorted(allowed)}); use probing.backend: sklearn for them"
+        )
+
+
+def _encode(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    classes, codes = np.unique(y, return_inverse=True)
+    return classes, codes.astype(np.int64)
+
+
+@dataclass
+class Features:
+    """One modality's matrix: ``array`` (``float32 [N, D]``, host) and ``x`` (on device)."""
+
+    array: np.ndarray
+    x: torch.Tensor
+
+    @classmethod
+    def of(cls, matrix: np.ndarray, device: str) -> Features:
+        array = np.ascontiguousarray(matrix, dtype=np.float32)
+        return cls(array, torch.as_tensor(array, device=device))
+
+    def scaled(self, fit_rows: np.ndarray, *others: np.ndarray) -> list[torch.Tensor]:
+        """Rows ``fit_rows`` and each of ``others`` standardised with ``fit_rows``' statistics.
+
+        The statistics are scikit-learn's own (``StandardScaler().fit``) and the rounding is
+        that of ``StandardScaler.transform`` on float32 (``x -= mean`` then ``x /= scale``,
+        each rounded to float32), so both backends fit exactly the same numbers.
+        """
+        scaler = StandardScaler().fit(self.array[fit_rows])
+        mean, scale = (
+            torch.as_tensor(v, device=self.x.device) for v in (scaler.mean_, scaler.scale_)
+        )
+        out = []
+        for rows in (fit_rows, *others):
+            x = self.x[torch.as_tensor(rows, device=self.x.device)]
+            out.append(((x.double() - mean).float().double() / scale).float())
+        return out
+
+
+def _fit_heads(heads: LogisticHeads, warm: torch.Tensor | None, max_iter: int, tol: float):
+    k = heads.c.shape[0]
+    x0 = warm if warm is not None else heads.x.new_zeros(k, heads.n_params)
+    params, n_iter = lbfgs(
+        heads,
+        x0,
+        tol=tol,
+        max_iter=max_iter,
+        precondition=heads.preconditioner(),
+        refresh_every=10,
+    )
+    return params, n_iter
+
+
+def fit_logreg(
+    feats: Features, task: ProbeTask, params: dict[str, Any], seed: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The ``logreg`` probe of one task on one modality.
+
+    Returns:
+        Test-split probabilities ``[n_test, K]``, the classes ``[K]`` and
+        ``{"C": chosen C}`` for a sweep (else ``{}``).
+    """
+    dev = feats.x.device
+    train, test = task.rows[task.train], task.rows[~task.train]
+    classes, codes = _encode(task.y[task.train])
+    tol = float(params.get("tol", 1e-4))
+    info: dict[str, Any] = {}
+    warm = None
+    if str(params.get("C", "sweep")) == "sweep":
+        share = float(params.get("validation_share", 0.2))
+        val = validation_split(task.y[task.train], task.groups[task.train], share, seed)
+        xt, xv = feats.scaled(train[~val], train[val])
+        yt, yv = torch.as_tensor(codes[~val], device=dev), codes[val]
+
+        def evaluate(grid: np.ndarray, start: torch.Tensor | None) -> tuple[list, torch.Tensor]:
+            heads = LogisticHeads(xt, yt, len(classes), torch.tensor(grid, dtype=torch.float64))
+            fitted, _ = _fit_heads(heads, start, 1000, tol)
+            z = heads.logits(fitted, xv)
+            pred = ((z[..., 0] > 0).long() if heads.n_out == 1 else z.argmax(2)).cpu().numpy()
+            scores = [
+                float(f1_score(yv, pred[:, k], average="macro", zero_division=0))
+                for k in range(len(grid))
+            ]
+            return list(zip(map(float, grid), scores, strict=True)), fitted
+
+        steps = int(params.get("sweep_steps", 4))
+        coarse = coarse_grid(steps, params.get("sweep_range"))
+        tried, coarse_fit = evaluate(coarse, None)
+        fine = fine_grid(coarse, [f for _, f in tried], steps)
+        fitted = {c: coarse_fit[k] for k, c in enumerate(coarse)}
+        if len(fine):
+            nearest = [int(np.argmin(np.abs(np.log10(coarse) - np.log10(c)))) for c in fine]
+            more, fine_fit = evaluate(fine, coarse_fit[nearest])
+            tried += more
+            fitted.update({c: fine_fit[k] for k, c in enumerate(fine)})
+        c_value = best_sweep_c(tried)
+        warm = fitted[c_value][None]
+        info["C"] = c_value
+    else:
+        c_value = float(params["C"])
+    xtr, xte = feats.scaled(train, test)
+    y_train = torch.as_tensor(codes, device=dev)
+    heads = LogisticHeads(xtr, y_train, len(classes), torch.tensor([c_value], dtype=torch.float64))
+    fitted, _ = _fit_heads(heads, warm, int(params.get("max_iter", 2000)), tol)
+    z = heads.logits(fitted, xte)[:, 0]
+    if heads.n_out == 1:
+        p1 = torch.sigmoid(z)
+        proba = torch.cat([1 - p1, p1], dim=1)
+    else:
+        proba = torch.softmax(z, dim=1)
+    return proba.cpu().numpy(), classes, info
+
+
+def mlp_job(feats: Features, task: ProbeTask) -> tuple[MlpJob, np.ndarray]:
+    """One task's ``mlp`` probe on one modality, and its classes. Scaled with the whole
+    training split's statistics, as scikit-learn's pipeline scales before
+    ``MLPClassifier`` carves its validation slice from the scaled rows."""
+    classes, codes = _encode(task.y[task.train])
+    xtr, xte = feats.scaled(task.rows[task.train], task.rows[~task.train])
+    return MlpJob(x_train=xtr, y_train=codes, x_test=xte, n_classes=len(classes)), classes
+
+
+def mlp_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """:func:`~vitrina.models.torch_mlp.train_mlps` keywords from ``probes.mlp``."""
+    settings = {**MLP_DEFAULTS, **params}
+    settings["hidden_layer_sizes"] = tuple(settings["hidden_layer_sizes"])
+    return settings
+
+
+def probe_matrix(
+    features: dict[str, np.ndarray],
+    tasks: list[ProbeTask],
+    probes: dict[str, dict[str, Any]],
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    on_cell: Callable[[Cell], None] | None = None,
+) -> list[Cell]:
+    """Fit every probe on every modality × task; the scored cells in the order done.
+
+    Every modality's matrix goes to ``device`` once. The ``logreg`` cells are fitted one
+    by one (each sweep as a batch of heads); the ``mlp`` cells are trained together:
+    on CUDA all of them in one batch (narrower modalities zero-padded, which changes
+    nothing), on the CPU one batch per feature width (padding would cost compute there).
+
+    Args:
+        features: per modality, ``float32 [N, D]`` rows shared by every task.
+        tasks: the tasks (rows into ``features``, labels, groups, train mask).
+        probes: ``{"logreg": {...}, "mlp": {...}}`` as in ``probing.probes``.
+        device: torch device (``cpu``, ``cuda``, ``cuda:1``).
+        on_cell: called with each cell as soon as it is done (progress, logging).
+
+    Raises:
+        ValueError: a probe or parameter the torch backend does not support
+            (:func:`check_params`), raised before anything is fitted.
+    """
+    probes = {k: dict(v or {}) for k, v in probes.items()}
+    for probe, params in probes.items():
+        check_params(probe, params)
+    cells: list[Cell] = []
+
+    def done(cell: Cell) -> None:
+        cells.append(cell)
+        if on_cell:
+            on_cell(cell)
+
+    mlp = []  # (task, modality, job, classes)
+    for modality, matrix in features.items():
+        feats = Features.of(matrix, device)
+        for task in tasks:
+            if "logreg" in probes:
+                start = time.perf_counter()
+                proba, classes, info = fit_logreg(feats, task, probes["logreg"], seed)
+                seconds = time.perf_counter() - start
+                done(score_cell(task, modality, "logreg", proba, classes, info, seconds))
+            if "mlp" in probes:
+                mlp.append((task, modality, *mlp_job(feats, task)))
+    widths = [job.x_train.shape[1] for _, _, job, _ in mlp]
+    groups = [widths] if str(device).startswith("cuda") else [[w] for w in dict.fromkeys(widths)]
+    for group in groups:
+        members = [m for m, w in zip(mlp, widths, strict=True) if w in group]
+        results = train_mlps([m[2] for m in members], seed=seed, **mlp_settings(probes["mlp"]))
+        for (task, modality, _, classes), r in zip(members, results, strict=True):
+            info = {"epochs": r.epochs}
+            done(score_cell(task, modality, "mlp", r.proba, classes, info, r.seconds))
+    return cells
