@@ -295,6 +295,9 @@ def test_backends_agree_on_the_demo_catalogue(demo_probing):
         if key[2] == "mlp":
             assert gap <= 0.01 and ref.info == {} and ours.info["epochs"] > 0, key
         elif ref.info["C"] == ours.info["C"]:
-            assert gap <= 0.01, (key, gap)
+            # 0.01 is the H&M criterion (thousands of test products, benchmarks/probing.py);
+            # on this demo's ~100 test products one flipped prediction in the smallest
+            # class already moves macro-F1 by about 0.012, hence one such flip of slack.
+            assert gap <= 0.015, (key, gap)
             same += 1
     assert same >= 0.6 * len(tasks) * 3, f"only {same} logreg cells chose the same C"
