@@ -94,8 +94,9 @@ class IngestionParams(Schema):
 
     image_root: str
     image_path_template: str = "{value}"
-    columns: dict[str, str]
+    columns: dict[str, str | None]  # group_id: null → every product is its own group
     labels: dict[str, str | None] = {}
+    passthrough: list[str] = []  # source columns copied unchanged (names or patterns)
     derived_labels: dict[str, DerivedLabel] = {}
     required: list[str] = list(CANONICAL_COLUMNS[:4])  # canonical or label columns
     max_products: Positive | None = None
@@ -104,8 +105,8 @@ class IngestionParams(Schema):
 
     @field_validator("columns")
     @classmethod
-    def _core_columns(cls, columns: dict[str, str]) -> dict[str, str]:
-        missing = [c for c in CANONICAL_COLUMNS[:4] if c not in columns]
+    def _core_columns(cls, columns: dict[str, str | None]) -> dict[str, str | None]:
+        missing = [c for c in CANONICAL_COLUMNS[:4] if not columns.get(c)]
         if missing:
             raise ValueError(f"must map {missing} to source columns (canonical: source)")
         return columns

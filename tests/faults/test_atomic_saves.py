@@ -31,7 +31,7 @@ from vitrina import settings
 from vitrina.datasets.atomic import make_catalog_atomic
 name, table = sys.argv[1], sys.argv[2]
 loader = OmegaConfigLoader("conf", env="test", **settings.CONFIG_LOADER_ARGS)
-catalog = DataCatalog.from_config(loader["catalog"])
+catalog = DataCatalog.from_config(loader["catalog"], credentials=loader["credentials"])
 make_catalog_atomic(catalog, [name])
 catalog.get(name)._logging_activated = False  # MLflow artefact wrappers: no tracking store
 catalog.save(name, pd.read_parquet(table))
@@ -50,7 +50,7 @@ def test_a_kill_during_any_table_save_keeps_the_old_file_and_the_next_save_compl
     loader = OmegaConfigLoader(
         str(kedro_project / "conf"), env="test", **settings.CONFIG_LOADER_ARGS
     )
-    catalog = DataCatalog.from_config(loader["catalog"])
+    catalog = DataCatalog.from_config(loader["catalog"], credentials=loader["credentials"])
     names = sorted({d for p in build_pipelines(None).values() for d in p.datasets()})
     tables = [
         name
