@@ -61,7 +61,8 @@ def test_an_unknown_environment_lists_the_environments(tmp_path, monkeypatch):
 def test_missing_inputs_name_the_dataset_and_the_command_that_makes_them(kedro_project):
     from vitrina.pipeline_registry import build_pipelines
 
-    catalog = DataCatalog.from_config(config(kedro_project)["catalog"])
+    loader = config(kedro_project)
+    catalog = DataCatalog.from_config(loader["catalog"], credentials=loader["credentials"])
     run_params = {
         "project_path": str(kedro_project),
         "env": "test",
@@ -123,7 +124,7 @@ def test_the_output_folder_must_lie_in_the_processed_images_dataset(kedro_projec
     loader = config(kedro_project)
     parameters = loader["parameters"]
     parameters["image_processing"] = {**parameters["image_processing"], "output_dir": "/tmp/x"}
-    catalog = DataCatalog.from_config(loader["catalog"])
+    catalog = DataCatalog.from_config(loader["catalog"], credentials=loader["credentials"])
     with pytest.raises(ParameterError, match="must lie inside the processed_images dataset's"):
         validate_parameters(parameters, ["image_processing"], {"catalog": catalog})
 

@@ -208,6 +208,8 @@ class ProbingParams(Schema):
     min_class_size: Annotated[int, Field(ge=2)] = 10
     seed: int = 42
     chart_metric: str = "macro_f1"
+    backend: Literal["torch", "sklearn"] = "torch"
+    torch_threads: Threads = 1
 
 
 # ---------------------------------------------------------------------- clip_finetune

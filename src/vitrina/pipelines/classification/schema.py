@@ -50,6 +50,10 @@ class ClassificationTask(Schema):
     training: dict[str, Any] | None = None
     pruning: dict[str, Any] | None = None
     options: dict[str, Any] | None = None
+    backbone_overrides: dict[str, Any] | None = None
+    baseline: bool = True
+    held_out_classes: dict[Literal["validation", "test"], Fraction] | None = None
+    init: dict[str, Any] | None = None
 
     @field_validator("backbone")
     @classmethod
@@ -99,6 +103,8 @@ class ClassificationParams(Schema):
     split: SplitParams = SplitParams()
     min_class_size: Annotated[int, Field(ge=2)] = 10
     seed: int = 42
+    n_decode_workers: Positive = 2
+    batches_to_plot: Positive = 1
     training: dict[str, Any] | None = None
     tasks: dict[str, ClassificationTask | None]
 
