@@ -317,4 +317,8 @@ def _pred_labels(
         ]
     sims = outputs @ outputs.T
     np.fill_diagonal(sims, -np.inf)
-    return subset["target"].to_numpy()[sims.argmax(1)].tolist() if len(subset) > 1 else []
+    return (
+        subset["target"].to_numpy()[sims.argmax(1)].tolist()
+        if len(subset) > 1
+        else [""] * len(subset)
+    )
