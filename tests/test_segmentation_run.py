@@ -21,7 +21,18 @@ SEGMENTATION_ENV = {
         segmentation:
           ground_truth_dir: data/01_raw/demo_test/masks
           batch_size: 16
-    """
+        ret_meta:
+          predictions_from: [category]
+    """,
+    # One small task, trained on approved images with their masks applied (seed 001).
+    "parameters_classification.yml": """
+        classification:
+          review: {approved_only: true, mask: remove_background}
+          training: {max_epochs: 1, num_threads: 1}
+          tasks: {tags: null, subcategory_retrieval: null}
+        classification_inference:
+          review: {mask: remove_background}
+    """,
 }
 
 
@@ -71,7 +82,8 @@ def test_segment_review_export_and_post(tmp_path, monkeypatch, review_db_url):
         out = _vitrina(project, "review", "reject", first, "NO-SUCH-ID")
         assert "1 unknown ids" in out
 
-        kedro_cli(project, "run", "--pipelines", "segmentation,mask_export,ret_meta")
+        kedro_cli(project, "run", "--pipelines",
+                  "segmentation,mask_export,classification,classification_inference,ret_meta")  # fmt: skip
         metrics = json.loads((report_dir / "segmentation_metrics.json").read_text())
         assert (metrics["processed"], metrics["skipped"]) == (0, n_images)
         masks = project / "data" / "07_model_output" / "test" / "masks"
@@ -81,6 +93,14 @@ def test_segment_review_export_and_post(tmp_path, monkeypatch, review_db_url):
         entries = [e for group in meta["groups"].values() for e in group]
         assert len(entries) == n_images
         assert {e["status"] for e in entries} == {"approved", "rejected"}
+        review = pd.read_csv(report_dir / "classification" / "review_report.csv")
+        assert review.set_index("step").loc["not approved", "n_images"] == 1
+        items = pd.read_parquet(project / "data/05_model_input/test/classification/category_items.parquet")
+        assert first not in set(items["product_id"]) and len(items) > n_images // 2
+        assert all("masked_images/remove_background" in p for p in items["image_path"])
+        predicted = {e["product_id"]: e["predictions"] for e in entries}
+        assert all(set(p) == {"category"} for p in predicted.values())  # every image scored
+        assert 0 < predicted[first]["category"]["score"] <= 1
         assert _Receiver.bodies == [meta]
     finally:
         server.shutdown()

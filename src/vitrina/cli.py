@@ -77,7 +77,8 @@ def classify(
     """Classify images, folders (recursively) or a catalogue group with a trained model.
 
     Unreadable images are reported in the output's status/error columns; the rest are
-    still classified.
+    still classified. A catalogue group is read as ``classification_inference.review``
+    says (approved images only, masks applied), as the pipeline does.
     """
     from vitrina.pipelines.classification_inference.nodes import classify_images, select_images
 
@@ -108,6 +109,11 @@ def classify(
                     context.catalog.load("products"),
                     context.catalog.load("image_manifest"),
                 )
+                review = (context.params.get("classification_inference") or {}).get("review")
+                if review and (review.get("approved_only") or review.get("mask")):
+                    from vitrina.pipelines.classification.review import apply_review
+
+                    manifest, _ = apply_review(manifest, context.catalog.load("review_store"), review)
             else:
                 params["source"] = {"paths": list(paths)}
                 products = manifest = None

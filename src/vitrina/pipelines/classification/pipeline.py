@@ -15,6 +15,7 @@ from .baseline import linear_probe_baseline
 from .items import prepare_items
 from .nodes import evaluate_classifier, train_classifier
 from .register import register_classifier
+from .review import apply_review
 from .reporting import (
     combine_metrics,
     plot_test_results,
@@ -61,7 +62,7 @@ def task_pipeline(name: str) -> Pipeline:
     return Pipeline(
         nodes,
         namespace=name,
-        inputs={"products", "image_manifest"},
+        inputs={"products": "products", "image_manifest": "classification_image_manifest"},
         parameters={
             "params:task": f"params:classification.tasks.{name}",
             "params:classification": "params:classification",
@@ -71,11 +72,18 @@ def task_pipeline(name: str) -> Pipeline:
 
 
 def create_pipeline(**kwargs: Any) -> Pipeline:
-    """Every task of ``classification.tasks`` (parameters_classification.yml), then one
-    metrics table and summary over all of them."""
+    """The reviewed image manifest (``classification.review``: approved images only,
+    masks applied), every task of ``classification.tasks`` (parameters_classification.yml)
+    on it, then one metrics table and summary over all of them."""
     tasks = list(classification_tasks())
     if not tasks:
         return Pipeline([])
+    review = Node(
+        apply_review,
+        ["image_manifest", "review_store", "params:classification.review"],
+        ["classification_image_manifest", "classification_review_report"],
+        name="apply_classification_review",
+    )
     combine = Node(
         combine_metrics,
         [
@@ -92,4 +100,4 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
         "classification_summary",
         name="summarise_classification",
     )
-    return Pipeline([task_pipeline(t) for t in tasks] + [combine, summary])
+    return Pipeline([review] + [task_pipeline(t) for t in tasks] + [combine, summary])

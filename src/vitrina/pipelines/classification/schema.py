@@ -95,6 +95,25 @@ class ClassificationTask(Schema):
         return self
 
 
+class ReviewParams(Schema):
+    """``classification.review`` / ``classification_inference.review``: approved images
+    only and masks (:func:`vitrina.pipelines.classification.review.apply_review`)."""
+
+    catalogue: str | None = None
+    approved_only: bool = False
+    mask: Literal["remove_background", "crop"] | None = None
+    segmenter: str | None = None
+    masked_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _where(self) -> ReviewParams:
+        if (self.approved_only or self.mask) and not self.catalogue:
+            raise ValueError("review needs `catalogue` (the review database's catalogue name)")
+        if self.mask and not self.masked_dir:
+            raise ValueError("review.mask needs `masked_dir`, where the masked images go")
+        return self
+
+
 class ClassificationParams(Schema):
     """``classification``: shared settings and the tasks."""
 
@@ -105,6 +124,7 @@ class ClassificationParams(Schema):
     seed: int = 42
     n_decode_workers: Positive = 2
     batches_to_plot: Positive = 1
+    review: ReviewParams = ReviewParams()
     training: dict[str, Any] | None = None
     tasks: dict[str, ClassificationTask | None]
 
@@ -122,6 +142,7 @@ class ClassificationInferenceParams(Schema):
     top_k: Positive = 5
     batch_size: Positive = 64
     n_workers: Positive = 2
+    review: ReviewParams = ReviewParams()
 
     @field_validator("source")
     @classmethod

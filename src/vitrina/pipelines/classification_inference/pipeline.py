@@ -8,16 +8,31 @@ from kedro.pipeline import Node, Pipeline
 
 from vitrina.config import classification_tasks, project_parameters
 
+from vitrina.pipelines.classification.review import apply_review
+
 from .nodes import classify_images, select_images
 
 
 def create_pipeline(**kwargs: Any) -> Pipeline:
-    """For each task: select images (``classification_inference.source``), then classify
-    them with ``<task>.classifier`` into ``<task>.classification_predictions``."""
+    """The reviewed manifest (``classification_inference.review``: masks applied, approved
+    images only if asked), then for each task: select images
+    (``classification_inference.source``) and classify them with ``<task>.classifier``
+    into ``<task>.classification_predictions``."""
     tasks = (project_parameters().get("classification_inference") or {}).get("tasks") or list(
         classification_tasks()
     )
-    pipes = []
+    pipes = [
+        Pipeline(
+            [
+                Node(
+                    apply_review,
+                    ["image_manifest", "review_store", "params:classification_inference.review"],
+                    ["classification_inference_manifest", "classification_inference_review_report"],
+                    name="apply_inference_review",
+                )
+            ]
+        )
+    ]
     for task in tasks:
         pipes.append(
             Pipeline(
@@ -36,7 +51,7 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
                     ),
                 ],  # fmt: skip
                 namespace=str(task),
-                inputs={"products", "image_manifest"},
+                inputs={"products": "products", "image_manifest": "classification_inference_manifest"},
                 parameters={"params:inference": "params:classification_inference"},
             )
         )

@@ -18,6 +18,7 @@ product order; ``bbox`` is in pixels of the processed image, end exclusive.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -28,6 +29,62 @@ from vitrina.store import ReviewStore
 logger = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS = ("product_id", "task", "label", "score")
+
+
+def _first_score(values: Any) -> float:
+    """The first of ``;``-joined scores (classification inference's format), NaN if none."""
+    text = "" if pd.isna(values) else str(values)
+    return float(text.split(";", 1)[0]) if text else float("nan")
+
+
+def prediction_rows(task: str, predictions: pd.DataFrame) -> pd.DataFrame:
+    """One task's classification predictions (``{task}.classification_predictions``) as
+    :data:`PREDICTION_COLUMNS` rows, one per scored product image.
+
+    The label and score by kind (:mod:`vitrina.models.classifiers.inference`): multiclass
+    ``label_1``/``prob_1`` (the top class); multilabel ``labels`` (the ``|``-joined tags
+    over their thresholds) with the highest tag probability (tags of no class: label ``""``);
+    metric learning ``label`` with the nearest gallery item's cosine similarity. Rows whose
+    image failed (``status`` not ``ok``) or with no product id are left out.
+
+    Raises:
+        ValueError: a table with none of the three kinds' columns.
+    """
+    ok = predictions
+    if "status" in ok.columns:
+        ok = ok[ok["status"] == "ok"]
+    ok = ok[ok["product_id"].notna()] if "product_id" in ok.columns else ok.iloc[0:0]
+    if "label_1" in ok.columns:
+        label, score = ok["label_1"], ok["prob_1"].astype(float)
+    elif "labels" in ok.columns:
+        label = ok["labels"].fillna("")
+        score = ok["scores"].map(
+            lambda v: max(map(float, str(v).split(";"))) if isinstance(v, str) and v else 0.0
+        )
+    elif "similarities" in ok.columns:
+        label, score = ok["label"], ok["similarities"].map(_first_score)
+    else:
+        raise ValueError(
+            f"predictions of task {task!r} have none of label_1/labels/similarities; "
+            f"columns: {sorted(predictions.columns)}"
+        )
+    return pd.DataFrame(
+        {"product_id": ok["product_id"].astype(str), "task": task, "label": label, "score": score}
+    ).reset_index(drop=True)
+
+
+def collect_predictions(tasks: list[str]) -> Callable[..., pd.DataFrame]:
+    """The node function for ``tasks``: it takes their prediction tables (in the order of
+    ``tasks``) and returns one :data:`PREDICTION_COLUMNS` table, the input of
+    :func:`build_ret_meta` (an empty one for no tasks)."""
+
+    def collect_ret_meta_predictions(*tables: pd.DataFrame) -> pd.DataFrame:
+        rows = [prediction_rows(task, table) for task, table in zip(tasks, tables, strict=True)]
+        if not rows:
+            return pd.DataFrame(columns=list(PREDICTION_COLUMNS))
+        return pd.concat(rows, ignore_index=True)
+
+    return collect_ret_meta_predictions
 
 
 def _predictions(predictions: pd.DataFrame | None) -> dict[str, dict[str, dict[str, Any]]]:

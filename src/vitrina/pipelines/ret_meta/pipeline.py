@@ -1,21 +1,45 @@
-"""ret_meta pipeline: review store + products (+ predictions later) → ret_meta.json, POST."""
+"""ret_meta pipeline: review store + products + classifier predictions → ret_meta.json, POST."""
+
+from __future__ import annotations
+
+from typing import Any
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import build_ret_meta, select_groups
+from vitrina.config import project_parameters
+
+from .nodes import build_ret_meta, collect_predictions, select_groups
 
 
-def create_pipeline(**kwargs) -> Pipeline:
-    """Build ``ret_meta`` and hand the selected groups to the optional POST endpoint.
+def prediction_tasks() -> list[str]:
+    """``ret_meta.predictions_from``: the classification tasks whose inference output
+    (``<task>.classification_predictions``) goes into ``ret_meta`` (empty: none)."""
+    tasks = (project_parameters().get("ret_meta") or {}).get("predictions_from") or []
+    return [str(t) for t in tasks]
 
-    ``build_ret_meta`` takes an optional fifth input, a predictions table (``product_id,
-    task, label, score``): wire the classification inference output there.
-    """
+
+def create_pipeline(**kwargs: Any) -> Pipeline:
+    """Collect the listed tasks' predictions, build ``ret_meta`` and hand the selected
+    groups to the optional POST endpoint (credentials ``ret_meta_server``)."""
+    tasks = prediction_tasks()
+    collect = Node(
+        collect_predictions(tasks),
+        [f"{t}.classification_predictions" for t in tasks],
+        "ret_meta_predictions",
+        name="collect_ret_meta_predictions",
+    )
     return Pipeline(
         [
+            collect,
             Node(
                 func=build_ret_meta,
-                inputs=["products", "review_store", "segmentation_metrics", "params:ret_meta"],
+                inputs=[
+                    "products",
+                    "review_store",
+                    "segmentation_metrics",
+                    "params:ret_meta",
+                    "ret_meta_predictions",
+                ],
                 outputs="ret_meta",
                 name="build_ret_meta",
             ),
