@@ -95,7 +95,9 @@ def test_segment_review_export_and_post(tmp_path, monkeypatch, review_db_url):
         assert {e["status"] for e in entries} == {"approved", "rejected"}
         review = pd.read_csv(report_dir / "classification" / "review_report.csv")
         assert review.set_index("step").loc["not approved", "n_images"] == 1
-        items = pd.read_parquet(project / "data/05_model_input/test/classification/category_items.parquet")
+        items = pd.read_parquet(
+            project / "data/05_model_input/test/classification/category_items.parquet"
+        )
         assert first not in set(items["product_id"]) and len(items) > n_images // 2
         assert all("masked_images/remove_background" in p for p in items["image_path"])
         predicted = {e["product_id"]: e["predictions"] for e in entries}

@@ -113,7 +113,9 @@ def classify(
                 if review and (review.get("approved_only") or review.get("mask")):
                     from vitrina.pipelines.classification.review import apply_review
 
-                    manifest, _ = apply_review(manifest, context.catalog.load("review_store"), review)
+                    manifest, _ = apply_review(
+                        manifest, context.catalog.load("review_store"), review
+                    )
             else:
                 params["source"] = {"paths": list(paths)}
                 products = manifest = None

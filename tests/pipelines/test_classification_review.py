@@ -52,7 +52,7 @@ def _review(tmp_path, **overrides) -> dict:
 
 
 def _counts(report: pd.DataFrame) -> dict[str, int]:
-    return dict(zip(report["step"], report["n_images"]))
+    return dict(zip(report["step"], report["n_images"], strict=True))
 
 
 def test_without_review_options_the_manifest_passes_through_and_the_store_is_not_read(tmp_path):

@@ -15,7 +15,6 @@ from .baseline import linear_probe_baseline
 from .items import prepare_items
 from .nodes import evaluate_classifier, train_classifier
 from .register import register_classifier
-from .review import apply_review
 from .reporting import (
     combine_metrics,
     plot_test_results,
@@ -23,6 +22,7 @@ from .reporting import (
     plot_training_curves,
     summarise,
 )
+from .review import apply_review
 
 
 def for_task(func: Callable[..., Any], name: str) -> Callable[..., Any]:

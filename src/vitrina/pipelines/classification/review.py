@@ -142,7 +142,9 @@ def _masked(
     rows.append(("no mask", int((~has_mask).sum()), f"segmenter {review['segmenter'] or 'any'}"))
     manifest = manifest[has_mask].copy()
     paths, failed = [], 0
-    for pid, source in zip(manifest["product_id"].astype(str), manifest["processed_path"]):
+    for pid, source in zip(
+        manifest["product_id"].astype(str), manifest["processed_path"], strict=True
+    ):
         try:
             target = masked_image_path(str(source), masks.at[pid, "rle"], review["mask"],
                                        review["masked_dir"])  # fmt: skip
