@@ -93,6 +93,8 @@ def test_segment_review_export_and_post(tmp_path, monkeypatch, review_db_url):
         entries = [e for group in meta["groups"].values() for e in group]
         assert len(entries) == n_images
         assert {e["status"] for e in entries} == {"approved", "rejected"}
+        summary = pd.read_csv(report_dir / "review_summary.csv").set_index("status")["n_images"]
+        assert (summary["approved"], summary["rejected"], summary["bad"]) == (n_images - 1, 1, 0)
         review = pd.read_csv(report_dir / "classification" / "review_report.csv")
         assert review.set_index("step").loc["not approved", "n_images"] == 1
         items = pd.read_parquet(

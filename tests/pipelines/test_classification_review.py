@@ -154,3 +154,21 @@ def test_the_pipelines_read_the_reviewed_manifest_and_ret_meta_the_listed_tasks(
         ret_meta, "project_parameters", lambda: {"ret_meta": {"predictions_from": ["category"]}}
     )
     assert "category.classification_predictions" in ret_meta.create_pipeline().inputs()
+
+
+def test_review_progress_reads_the_database_through_kedro_datasets_sql(
+    store, tmp_path, review_db_url
+):
+    from kedro_datasets.pandas import SQLQueryDataset
+
+    from vitrina.pipelines.ret_meta.nodes import summarise_review
+
+    _catalogue(tmp_path, store)
+    store.upsert_images("other", [{"product_id": "X", "image_path": "X.jpg"}])
+    store.set_status("demo", ["P0", "P1"], "approved", "ann")
+    store.set_status("demo", ["P3"], "bad", "ann")
+    sql = "SELECT catalogue, status, COUNT(*) AS n_images FROM images GROUP BY catalogue, status"
+    counts = SQLQueryDataset(sql=sql, credentials={"con": review_db_url}).load()
+    summary = summarise_review(counts, {"catalogue": "demo"}).set_index("status")
+    assert summary["n_images"].to_dict() == {"unchecked": 1, "approved": 2, "rejected": 0, "bad": 1}
+    assert summary["share"].sum() == pytest.approx(1.0)

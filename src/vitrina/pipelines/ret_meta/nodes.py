@@ -178,6 +178,23 @@ def build_ret_meta(
     }
 
 
+def summarise_review(status_counts: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+    """Review progress of ``params["catalogue"]``: ``status, n_images, share`` for every
+    status of :data:`vitrina.store.STATUSES` (zero where none), from the SQL dataset
+    ``review_status_counts`` (``catalogue, status, n_images``)."""
+    from vitrina.store import STATUSES
+
+    mine = status_counts[status_counts["catalogue"] == params["catalogue"]]
+    counts = mine.set_index("status")["n_images"].astype(int)
+    summary = pd.DataFrame({"status": list(STATUSES)})
+    summary["n_images"] = summary["status"].map(counts).fillna(0).astype(int)
+    total = int(summary["n_images"].sum())
+    summary["share"] = summary["n_images"] / total if total else 0.0
+    logger.info("review of %s: %s", params["catalogue"],
+                dict(zip(summary["status"], summary["n_images"], strict=True)))  # fmt: skip
+    return summary
+
+
 def select_groups(ret_meta: dict[str, Any], groups: list[str] | None) -> dict[str, Any]:
     """``ret_meta`` cut to ``groups`` (seed 001's ``post_ret_meta.py --groups``); None: all.
 

@@ -8,7 +8,7 @@ from kedro.pipeline import Node, Pipeline
 
 from vitrina.config import project_parameters
 
-from .nodes import build_ret_meta, collect_predictions, select_groups
+from .nodes import build_ret_meta, collect_predictions, select_groups, summarise_review
 
 
 def prediction_tasks() -> list[str]:
@@ -42,6 +42,12 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
                 ],
                 outputs="ret_meta",
                 name="build_ret_meta",
+            ),
+            Node(
+                func=summarise_review,
+                inputs=["review_status_counts", "params:ret_meta"],
+                outputs="review_summary",
+                name="summarise_review",
             ),
             Node(
                 func=select_groups,
