@@ -1,4 +1,4 @@
-"""Regenerate the youtokentome golden fixtures used by ``tests/models/test_yttm.py``.
+"""Regenerate the youtokentome golden fixtures used by ``tests/models/ruclip/``.
 
 This script needs the real ``youtokentome`` package, which is NOT a Vitrina dependency
 (it does not build under pip's build isolation).  It is run by hand, never in CI::
@@ -26,8 +26,9 @@ written next to them.
 
 With ``--model PATH`` it skips training and only records youtokentome's ids for the test
 strings with an existing model (used to check by hand that a ``bpe.model`` written by
-:func:`vitrina.models.yttm.write_yttm_model` / :func:`vitrina.models.yttm.train_yttm_bpe`
-loads in the real youtokentome; compare the written ids with Vitrina's tokenizer).
+:func:`vitrina.models.ruclip.yttm.write_yttm_model` /
+:func:`vitrina.models.ruclip.yttm_tokenizers.train_yttm_bpe` loads in the real youtokentome;
+compare the written ids with Vitrina's tokenizer).
 """
 
 from __future__ import annotations

@@ -1,51 +1,21 @@
-"""youtokentome BPE port: golden ids from the real youtokentome, file format, trainer."""
+"""youtokentome BPE on ``tokenizers``: conversion, trainer (``yttm_tokenizers``)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
-from vitrina.models.yttm import (
+from tests.models.ruclip.common import toy_with_duplicate_pieces
+from vitrina.models.ruclip.yttm import (
     SPACE_TOKEN,
-    YttmConversionError,
-    YttmFormatError,
-    YttmModel,
     YttmSpecialTokens,
     read_yttm_model,
-    train_yttm_bpe,
     write_yttm_model,
+)
+from vitrina.models.ruclip.yttm_tokenizers import (
+    YttmConversionError,
+    train_yttm_bpe,
     yttm_to_tokenizer,
 )
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ruclip"
-
-
-@pytest.fixture(scope="module")
-def golden() -> dict:
-    """Produced by scripts/make_yttm_golden_ids.py with youtokentome 1.0.6."""
-    return json.loads((FIXTURES / "golden_ids.json").read_text(encoding="utf-8"))
-
-
-@pytest.fixture(scope="module")
-def bpe() -> YttmModel:
-    return read_yttm_model(FIXTURES / "bpe.model")
-
-
-@pytest.fixture(scope="module")
-def texts(golden) -> list[str]:
-    return [c["text"] for c in golden["cases"]]
-
-
-def test_golden_fixture_covers_the_edge_cases(texts, golden):
-    assert len(texts) > 300
-    assert "" in texts
-    assert any(t != t.strip() for t in texts)  # leading / trailing whitespace
-    assert any("  " in t for t in texts)  # repeated spaces
-    assert any("😀" in t for t in texts) and any("漢" in t for t in texts)
-    assert any(any(ch.isupper() for ch in t) for t in texts)
-    assert any(1 in c["ids"] for c in golden["cases"])  # unknown characters
 
 
 def test_tokenizers_port_reproduces_youtokentome_ids(bpe, golden, texts):
@@ -61,26 +31,6 @@ def test_tokenizers_port_reproduces_youtokentome_ids(bpe, golden, texts):
     assert tok.encode(texts[25]).ids == golden["cases"][25]["ids"]
 
 
-def test_python_encoder_reproduces_youtokentome_ids(bpe, golden, texts):
-    got = bpe.encode(texts)
-    mismatches = [
-        (c["text"], c["ids"], ids)
-        for c, ids in zip(golden["cases"], got, strict=True)
-        if ids != c["ids"]
-    ]
-    assert not mismatches, mismatches[:5]
-    assert bpe.encode(texts) == got  # word cache does not change results
-
-
-def test_pieces_decode_and_vocab_match_youtokentome(bpe, golden):
-    assert bpe.vocab_size == golden["vocab_size"] == 1000
-    assert bpe.vocab() == golden["vocab"]
-    for case in golden["cases"]:
-        assert bpe.decode(case["ids"]) == case["decoded"]
-        if 1 not in case["ids"]:  # youtokentome shows the raw text of unknown runs
-            assert [bpe.id_to_piece(i) for i in case["ids"]] == case["subwords"]
-
-
 def test_tokenizer_pieces_and_decoder(bpe):
     tok = yttm_to_tokenizer(bpe)
     enc = tok.encode("  футболка   женская ")
@@ -93,48 +43,8 @@ def test_tokenizer_pieces_and_decoder(bpe):
     assert 3 not in tok.encode("<EOS>").ids
 
 
-def test_read_write_round_trip(bpe, tmp_path):
-    out = write_yttm_model(bpe, tmp_path / "bpe.model")
-    again = read_yttm_model(out)
-    assert again.char2id == bpe.char2id
-    assert again.rules == bpe.rules
-    assert again.special == bpe.special
-    assert write_yttm_model(again, tmp_path / "b.model").read_bytes() == out.read_bytes()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
-    first, *_, last = out.read_text().splitlines()
-    assert first == f"{len(bpe.char2id)} {len(bpe.rules)}"
-    assert last == "1 0 2 3"  # file order: unk pad bos eos
-
-
-@pytest.mark.parametrize(
-    "content, match",
-    [
-        ("", "missing header"),
-        ("2 0\n9601 4\n97 5\n1 0 2\n", "expected"),  # truncated special line
-        ("1 0\n9601 4\nx 0 2 3\n", "non-integer"),
-        ("1 0\n97 4\n1 0 2 3\n", "'▁'"),  # no meta symbol
-        ("2 1\n9601 4\n97 5\n4 99 6\n1 0 2 3\n", "undefined"),
-        ("2 0\n9601 4\n97 4\n1 0 2 3\n", "duplicate"),
-        ("2 0\n9601 4\n32 5\n1 0 2 3\n", "whitespace"),
-        ("2 0\n9601 4\n97 5\n1 0 1 3\n", "distinct"),
-    ],
-)
-def test_malformed_files_raise(tmp_path, content, match):
-    path = tmp_path / "bad.model"
-    path.write_text(content)
-    with pytest.raises(YttmFormatError, match=match):
-        read_yttm_model(path)
-
-
-def _toy_with_duplicate_pieces() -> YttmModel:
-    # 'abc' is spelled by two ids: 9 = ab+c and 10 = a+bc.
-    char2id = {SPACE_TOKEN: 4, "a": 5, "b": 6, "c": 7}
-    rules = [(6, 7, 8), (5, 6, 11), (11, 7, 9), (5, 8, 10)]
-    return YttmModel(char2id=char2id, rules=rules)
-
-
 def test_duplicate_pieces_fall_back_to_the_python_encoder():
-    toy = _toy_with_duplicate_pieces()
+    toy = toy_with_duplicate_pieces()
     assert toy.duplicate_pieces() == {"abc": [9, 10]}
     with pytest.raises(YttmConversionError):
         yttm_to_tokenizer(toy)
@@ -146,13 +56,6 @@ def test_duplicate_pieces_fall_back_to_the_python_encoder():
         [4, 11, 11],
         [4, 7, 11],
     ]
-
-
-def test_python_encoder_unknown_runs_do_not_merge():
-    toy = _toy_with_duplicate_pieces()
-    assert toy.encode(["a☃☃b", "☃", "a☃bc"]) == [[4, 5, 1, 6], [4, 1], [4, 5, 1, 8]]
-    with pytest.raises(TypeError):
-        toy.encode("abc")
 
 
 CORPUS = [
