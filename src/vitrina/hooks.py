@@ -9,7 +9,7 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from vitrina.config import check_environment
+from vitrina.config import check_environment, remember_run_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +78,11 @@ class RunChecks:
 
     @hook_impl(tryfirst=True)
     def after_context_created(self, context: Any) -> None:
-        """Fail on an environment ``conf/`` does not have, before any plugin reads it."""
+        """Fail on an environment ``conf/`` does not have, before any plugin reads it;
+        record the run's parameters (``--params`` included) for the pipelines built from
+        them (:func:`vitrina.config.run_parameters`: Kedro builds pipelines after this)."""
         check_environment(context.config_loader.conf_source, context.env)
+        remember_run_parameters(context.params)
 
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:

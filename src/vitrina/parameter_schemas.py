@@ -386,7 +386,6 @@ class TuningParams(Schema):
     storage: str | None = None
     sampler: dict[str, Any] = {}
     pruner: dict[str, Any] = {}
-    embeddings_dir: str | None = None
     targets: dict[str, dict[str, Any] | None]
 
     @model_validator(mode="after")

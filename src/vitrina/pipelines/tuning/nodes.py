@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -41,114 +41,170 @@ logger = logging.getLogger(__name__)
 ParamsPath = tuple[str, ...] | Callable[[dict[str, Any]], tuple[str, ...]]
 
 
+#: Keys that named files before the targets read the catalogue, and what replaced them.
+REMOVED_KEYS: dict[tuple[str, ...], str] = {
+    ("embeddings_dir",): "the probing targets read the catalogue dataset `<model>.embeddings`",
+    ("targets", "pair_classifier", "data_dir"): (
+        "the pair_classifier target reads the catalogue datasets pair_items, "
+        "pair_item_embeddings and pair_splits"
+    ),
+    ("targets", "clip_finetune", "models_dir"): (
+        "the clip_finetune target reads the catalogue dataset `<base_model>.checkpoint` (a tiny "
+        "or `source: catalogue` base) or loads the base from its hub id / path"
+    ),
+}
+
+
+def check_removed_keys(tuning: dict[str, Any]) -> None:
+    """Fail on a path key of the file-reading targets (:data:`REMOVED_KEYS`).
+
+    Raises:
+        ValueError: names the key and the catalogue dataset(s) that replaced it.
+    """
+    for path, replacement in REMOVED_KEYS.items():
+        block: Any = tuning
+        for key in path[:-1]:
+            block = (block or {}).get(key) if isinstance(block, dict) else None
+        if isinstance(block, dict) and path[-1] in block:
+            raise ValueError(
+                f"tuning.{'.'.join(path)} is no longer read: {replacement}. Remove the key; "
+                "to read another file, point the catalogue entry there (conf/<env>/catalog*.yml)"
+            )
+
+
+def clip_base_input(parameters: dict[str, Any]) -> str:
+    """The catalogue dataset holding the clip_finetune step's base model.
+
+    ``<base_model>.checkpoint`` for a tiny or ``source: catalogue`` model (as the
+    clip_finetune pipeline reads it), else ``tuning_base_checkpoint``, which the tuning
+    pipeline's ``load_base_model`` node loads from the model's hub id or path.
+
+    Raises:
+        KeyError: ``clip_finetune.base_model`` is not in ``embeddings.models``.
+    """
+    from vitrina.pipelines.clip_finetune.pipeline import base_from_catalogue
+
+    base = (parameters.get("clip_finetune") or {}).get("base_model")
+    models = (parameters.get("embeddings") or {}).get("models") or {}
+    if base not in models:
+        raise KeyError(
+            f"clip_finetune.base_model {base!r} is not in embeddings.models {sorted(models)}"
+        )
+    return f"{base}.checkpoint" if base_from_catalogue(models[base]) else "tuning_base_checkpoint"
+
+
+def _probing_inputs(config: dict[str, Any], parameters: dict[str, Any]) -> dict[str, str]:
+    return {
+        "products": "products",
+        "image_manifest": "image_manifest",
+        "embeddings": f"{config.get('model')}.embeddings",
+    }
+
+
+def _pair_inputs(config: dict[str, Any], parameters: dict[str, Any]) -> dict[str, str]:
+    return {
+        "pair_items": "pair_items",
+        "embeddings": "pair_item_embeddings",
+        "pair_splits": "pair_splits",
+    }
+
+
+def _clip_inputs(config: dict[str, Any], parameters: dict[str, Any]) -> dict[str, str]:
+    return {
+        "products": "products",
+        "image_manifest": "image_manifest",
+        "base": clip_base_input(parameters),
+    }
+
+
+def _captioning_inputs(config: dict[str, Any], parameters: dict[str, Any]) -> dict[str, str]:
+    return {"products": "products", "image_manifest": "image_manifest"}
+
+
 def _probing(probe: str) -> tuple[Callable[..., TuningTarget], set[str], tuple[str, ...]]:
-    def build(
-        config: dict[str, Any],
-        parameters: dict[str, Any],
-        products: pd.DataFrame,
-        image_manifest: pd.DataFrame,
-        tuning: dict[str, Any],
-    ) -> TuningTarget:
+    def build(config: dict[str, Any], parameters: dict[str, Any], data: dict[str, Any]):
         return ProbingTarget(
-            probe, config, parameters, products, image_manifest, tuning["embeddings_dir"]
+            probe, config, parameters, data["products"], data["image_manifest"], data["embeddings"]
         )
 
     return build, ProbingTarget.tunable(probe), ("probing", "probes", probe)
 
 
 def _pair_classifier(
-    config: dict[str, Any],
-    parameters: dict[str, Any],
-    products: pd.DataFrame,
-    image_manifest: pd.DataFrame,
-    tuning: dict[str, Any],
+    config: dict[str, Any], parameters: dict[str, Any], data: dict[str, Any]
 ) -> TuningTarget:
-    """The pair_matching step's prepared pairs from ``config["data_dir"]``."""
-    from vitrina.datasets.embeddings import EmbeddingsDataset
-
-    root = Path(config.get("data_dir") or "")
-    files = {
-        "pair_items": root / "items.parquet",
-        "pair_item_embeddings": root / "item_embeddings.npz",
-        "pair_splits": root / "pairs.parquet",
-    }
-    missing = [f"{name} ({path})" for name, path in files.items() if not path.is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"tuning target pair_classifier needs the pair_matching step's prepared pairs: "
-            f"{', '.join(missing)} not found. Run `kedro run --pipeline=pair_matching` (same "
-            "--env) first, or set tuning.targets.pair_classifier.data_dir"
-        )
     return PairClassifierTarget(
-        config,
-        parameters,
-        pd.read_parquet(files["pair_items"]),
-        EmbeddingsDataset(str(files["pair_item_embeddings"])).load(),
-        pd.read_parquet(files["pair_splits"]),
+        config, parameters, data["pair_items"], data["embeddings"], data["pair_splits"]
     )
 
 
-def load_clip_base(parameters: dict[str, Any], models_dir: str | Path) -> Any:
-    """The clip_finetune step's base model, as the step loads it.
-
-    A tiny or ``source: catalogue`` model comes from its catalogue directory
-    ``<models_dir>/<base_model>`` (``{model}.checkpoint``); any other from its hub id or
-    path (:func:`vitrina.pipelines.clip_finetune.nodes.load_base_model`).
-
-    Raises:
-        KeyError: ``clip_finetune.base_model`` is not in ``embeddings.models``.
-        kedro.io.DatasetError: the catalogue checkpoint has not been written yet.
-    """
-    from vitrina.datasets import RuClipCheckpointDataset
-    from vitrina.pipelines.clip_finetune.nodes import load_base_model
-    from vitrina.pipelines.clip_finetune.pipeline import base_from_catalogue
-
-    base = parameters["clip_finetune"]["base_model"]
-    models = (parameters.get("embeddings") or {}).get("models") or {}
-    if base not in models:
-        raise KeyError(
-            f"clip_finetune.base_model {base!r} is not in embeddings.models {sorted(models)}"
-        )
-    spec = models[base]
-    if base_from_catalogue(spec):
-        return RuClipCheckpointDataset(str(Path(models_dir) / base)).load()
-    return load_base_model(spec)
-
-
 def _clip_finetune(
-    config: dict[str, Any],
-    parameters: dict[str, Any],
-    products: pd.DataFrame,
-    image_manifest: pd.DataFrame,
-    tuning: dict[str, Any],
+    config: dict[str, Any], parameters: dict[str, Any], data: dict[str, Any]
 ) -> TuningTarget:
-    base = load_clip_base(parameters, config.get("models_dir") or "data/06_models")
-    return ClipFinetuneTarget(config, parameters, products, image_manifest, base)
+    return ClipFinetuneTarget(
+        config, parameters, data["products"], data["image_manifest"], data["base"]
+    )
 
 
 def _captioning(
-    config: dict[str, Any],
-    parameters: dict[str, Any],
-    products: pd.DataFrame,
-    image_manifest: pd.DataFrame,
-    tuning: dict[str, Any],
+    config: dict[str, Any], parameters: dict[str, Any], data: dict[str, Any]
 ) -> TuningTarget:
-    return CaptioningTarget(config, parameters, products, image_manifest)
+    return CaptioningTarget(config, parameters, data["products"], data["image_manifest"])
 
 
-#: name → (builder, accepted parameter names, where the parameters live in the step's YAML:
-#: a path, or a function of the target's config block that returns one)
-TARGETS: dict[str, tuple[Callable[..., TuningTarget], set[str], ParamsPath]] = {
-    "probing_mlp": _probing("mlp"),
-    "probing_logreg": _probing("logreg"),
-    "pair_classifier": (
+@dataclass(frozen=True)
+class Target:
+    """What the tuning pipeline knows of a target.
+
+    Attributes:
+        build: ``(config block, all parameters, {input: loaded data}) -> TuningTarget``.
+        tunable: the parameter names a search space may use.
+        params_path: where the parameters live in the step's YAML: a path, or a function
+            of the target's config block that returns one.
+        inputs: ``(config block, all parameters) -> {input: catalogue dataset name}``, the
+            datasets the tuning pipeline loads for the target.
+    """
+
+    build: Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], TuningTarget]
+    tunable: set[str]
+    params_path: ParamsPath
+    inputs: Callable[[dict[str, Any], dict[str, Any]], dict[str, str]]
+
+
+TARGETS: dict[str, Target] = {
+    "probing_mlp": Target(*_probing("mlp"), _probing_inputs),
+    "probing_logreg": Target(*_probing("logreg"), _probing_inputs),
+    "pair_classifier": Target(
         _pair_classifier,
         PairClassifierTarget.tunable(),
         lambda config: ("pair_matching", "classifiers", str(config.get("classifier") or "mlp")),
+        _pair_inputs,
     ),
-    "clip_finetune": (_clip_finetune, ClipFinetuneTarget.tunable(), ClipFinetuneTarget.params_path),
-    "captioning": (_captioning, CaptioningTarget.tunable(), CaptioningTarget.params_path),
+    "clip_finetune": Target(
+        _clip_finetune, ClipFinetuneTarget.tunable(), ClipFinetuneTarget.params_path, _clip_inputs
+    ),
+    "captioning": Target(
+        _captioning, CaptioningTarget.tunable(), CaptioningTarget.params_path, _captioning_inputs
+    ),
 }
+
+
+def target_inputs(tuning: dict[str, Any], parameters: dict[str, Any]) -> dict[str, str]:
+    """``{input: catalogue dataset}`` of ``tuning.target``.
+
+    ``{}`` for an unknown or unconfigured target, which :func:`plan_tuning` then refuses
+    by name, and for a clip_finetune base missing from ``embeddings.models``, which
+    :func:`run_tuning` then refuses by name (building the project's pipelines never fails
+    on the tuning configuration).
+    """
+    name = tuning.get("target")
+    config = (tuning.get("targets") or {}).get(name)
+    if name not in TARGETS or config is None:
+        return {}
+    try:
+        return TARGETS[name].inputs(config, parameters)
+    except KeyError:
+        return {}
 
 
 def plan_tuning(tuning: dict[str, Any]) -> dict[str, Any]:
@@ -163,9 +219,10 @@ def plan_tuning(tuning: dict[str, Any]) -> dict[str, Any]:
 
     Raises:
         ValueError: the target does not exist (lists the valid ones) or has no
-            configuration; ``n_trials < 1``.
+            configuration; ``n_trials < 1``; a removed path key (:data:`REMOVED_KEYS`).
         vitrina.tuning.SearchSpaceError: the search space is invalid (every problem).
     """
+    check_removed_keys(tuning)
     target = tuning.get("target")
     configured = tuning.get("targets") or {}
     valid = sorted(set(TARGETS) & set(configured))
@@ -174,7 +231,7 @@ def plan_tuning(tuning: dict[str, Any]) -> dict[str, Any]:
     n_trials = int(tuning.get("n_trials", 20))
     if n_trials < 1:
         raise ValueError(f"tuning.n_trials must be >= 1, got {n_trials}")
-    _, allowed, path = TARGETS[target]
+    allowed, path = TARGETS[target].tunable, TARGETS[target].params_path
     if callable(path):
         path = path(configured[target])
     space = parse_space(configured[target].get("space") or {}, allowed, target)
@@ -192,8 +249,8 @@ def run_tuning(
     plan: dict[str, Any],
     tuning: dict[str, Any],
     parameters: dict[str, Any],
-    products: pd.DataFrame,
-    image_manifest: pd.DataFrame,
+    wired: dict[str, str] | None = None,
+    **data: Any,
 ) -> tuple[optuna.Study, pd.DataFrame, str, dict[str, Any]]:
     """Run (or continue) the study of ``plan`` and score its best parameters on test once.
 
@@ -202,15 +259,43 @@ def run_tuning(
     an unreachable database fails with :class:`vitrina.tuning.TuningStorageError` and
     leaves no study behind.
 
+    Args:
+        plan: :func:`plan_tuning`'s output.
+        tuning, parameters: ``params:tuning`` and all parameters.
+        wired: ``{input: catalogue dataset}`` the pipeline loaded ``data`` from (None: the
+            caller passes the target's inputs itself, as tests do).
+        data: the target's catalogue inputs by input name (:func:`target_inputs`).
+
     Returns:
         The study, a one-row summary (``target, study, n_trials, n_complete, n_pruned,
         n_failed, metric, direction, default_value, best_value, improvement`` (positive:
         better than the defaults, whatever the direction), ``test_metric, test_value``),
         the best-parameters YAML and MLflow metrics.
+
+    Raises:
+        ValueError: the pipeline loaded other datasets than the target reads (it was
+            built for another target or model); names the datasets.
     """
+    spec = TARGETS[plan["target"]]
+    config = tuning["targets"][plan["target"]]
+    needed = spec.inputs(config, parameters)
+    if wired is not None and needed != wired:
+        absent = sorted(f"{k} ({v})" for k, v in needed.items() if wired.get(k) != v)
+        raise ValueError(
+            f"tuning target {plan['target']} reads the catalogue dataset(s) "
+            f"{', '.join(absent) or '-'}, which this run's tuning pipeline does not load (it "
+            f"loads {', '.join(sorted(wired.values())) or 'none'}): the pipeline is built for "
+            "the tuning.target of the run's parameters; pass the target with `kedro run "
+            "--pipeline=tuning --params=tuning.target=...`"
+        )
+    missing = sorted(set(needed) - set(data))
+    if missing:
+        raise ValueError(
+            f"tuning target {plan['target']} needs the input(s) "
+            + ", ".join(f"{k} (catalogue dataset {needed[k]})" for k in missing)
+        )
     storage = open_storage(tuning.get("storage"))
-    build, _, _ = TARGETS[plan["target"]]
-    target = build(tuning["targets"][plan["target"]], parameters, products, image_manifest, tuning)
+    target = spec.build(config, parameters, {k: data[k] for k in needed})
     defaults = target.defaults()
     first = {
         p.name: defaults[p.name]

@@ -22,14 +22,13 @@ import pandas as pd
 from sklearn.metrics import f1_score
 from sklearn.preprocessing import StandardScaler
 
-from vitrina.datasets.embeddings import EmbeddingsDataset
 from vitrina.models.pair_classifier import limit_threads
 from vitrina.models.probes import (
     build_probe,
     classification_metrics,
     fit_probe,
-    validation_split,
 )
+from vitrina.splits import validation_split
 from vitrina.tuning import Reporter
 
 logger = logging.getLogger(__name__)
@@ -92,7 +91,7 @@ class ProbingTarget(TuningTarget):
     """A probe (``mlp`` or ``logreg``) of one task × model × modality.
 
     The validation part is carved from the probing train split, stratified and grouped
-    by ``group_id`` (:func:`vitrina.models.probes.validation_split`); the test split is the
+    by ``group_id`` (:func:`vitrina.splits.validation_split`); the test split is the
     probing pipeline's own. The MLP is trained epoch by epoch (``partial_fit``) and
     reports validation macro-F1 after each epoch, so the pruner can stop it early.
 
@@ -103,7 +102,11 @@ class ProbingTarget(TuningTarget):
         parameters: all project parameters (``probing`` is used for tasks and the step's
             probe settings).
         products, image_manifest: catalogue inputs.
-        embeddings_dir: directory of the ``<model>.npz`` files.
+        embeddings: the catalogue's ``<model>.embeddings`` (:class:`~vitrina.datasets.embeddings.Embeddings`).
+
+    Raises:
+        ValueError: the task is not a probing task or was skipped (the reason), or the
+            embeddings lack products of the split.
     """
 
     metric = "macro_f1"
@@ -115,9 +118,9 @@ class ProbingTarget(TuningTarget):
         parameters: dict[str, Any],
         products: pd.DataFrame,
         image_manifest: pd.DataFrame,
-        embeddings_dir: str,
+        embeddings: Any,
     ) -> None:
-        from vitrina.pipelines.probing.nodes import make_probing_splits
+        from vitrina.splits import make_probing_splits
 
         self.probe = probe
         probing = parameters["probing"]
@@ -136,8 +139,7 @@ class ProbingTarget(TuningTarget):
             raise ValueError(
                 f"tuning target probing_{probe}: task {task!r} was skipped ({report.iloc[0]['detail']})"
             )
-        path = Path(embeddings_dir) / f"{config['model']}.npz"
-        emb = EmbeddingsDataset(str(path)).load().align(splits["product_id"].astype(str))
+        emb = embeddings.align(splits["product_id"].astype(str))
         self.x = emb.modality(config.get("modality", "text+image"))
         self.y = splits["label"].astype(str).to_numpy()
         self.groups = splits["group_id"].astype(str).to_numpy()
