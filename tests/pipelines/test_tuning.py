@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from vitrina.pipelines.tuning.nodes import TARGETS, plan_tuning
+from vitrina.pipelines.tuning.nodes import plan_tuning
+from vitrina.pipelines.tuning.wiring import TARGETS
 from vitrina.tuning import (
     SearchSpaceError,
     TuningStorageError,
@@ -260,7 +261,7 @@ def test_a_swept_logreg_default_is_scored_on_the_validation_split():
     from sklearn.metrics import f1_score
 
     from tests.pipelines.test_probing import PARAMS, catalogue, embeddings_for
-    from vitrina.pipelines.tuning.targets import ProbingTarget
+    from vitrina.pipelines.tuning.probing_target import ProbingTarget
 
     products = catalogue()
     manifest = products[["product_id"]]
@@ -282,7 +283,7 @@ def test_a_swept_logreg_default_is_scored_on_the_validation_split():
 def test_probing_trials_keep_the_steps_other_settings():
     """A setting of the probing step outside the search space reaches every trial."""
     from tests.pipelines.test_probing import PARAMS, catalogue, embeddings_for
-    from vitrina.pipelines.tuning.targets import ProbingTarget
+    from vitrina.pipelines.tuning.probing_target import ProbingTarget
 
     products = catalogue()
     step = {"activation": "tanh", "hidden_layer_sizes": [8], "max_iter": 50}
@@ -395,7 +396,9 @@ def test_missing_pair_data_name_the_datasets_and_the_pipeline_that_writes_them(k
     from vitrina.pipelines.tuning.pipeline import tuning_pipeline
     from vitrina.run_checks import MissingInputsError, check_inputs_exist
 
-    loader = OmegaConfigLoader(str(kedro_project / "conf"), env="test", **settings.CONFIG_LOADER_ARGS)
+    loader = OmegaConfigLoader(
+        str(kedro_project / "conf"), env="test", **settings.CONFIG_LOADER_ARGS
+    )
     catalog = DataCatalog.from_config(loader["catalog"], credentials=loader["credentials"])
     parameters = project_parameters(kedro_project / "conf", "test")
     parameters["tuning"] = {**parameters["tuning"], "target": "pair_classifier"}

@@ -30,12 +30,13 @@ from vitrina.pipelines.pair_matching.nodes import (
     prepare_catalogue_pairs,
     train_pair_matchers,
 )
-from vitrina.pipelines.tuning.nodes import TARGETS, clip_base_input, plan_tuning, run_tuning
+from vitrina.pipelines.tuning.nodes import plan_tuning, run_tuning
 from vitrina.pipelines.tuning.targets import (
     CaptioningTarget,
     ClipFinetuneTarget,
     PairClassifierTarget,
 )
+from vitrina.pipelines.tuning.wiring import TARGETS, clip_base_input
 
 
 class Recorder:

@@ -1,7 +1,7 @@
 """Tuning pipeline: ``kedro run --pipeline=tuning --params=tuning.target=<target>,tuning.n_trials=<n>``.
 
 The study node loads the target's data from the catalogue, by dataset name
-(:func:`~vitrina.pipelines.tuning.nodes.target_inputs`: ``<model>.embeddings``,
+(:func:`~vitrina.pipelines.tuning.wiring.target_inputs`: ``<model>.embeddings``,
 ``pair_items``/``pair_item_embeddings``/``pair_splits``, ``<base_model>.checkpoint``,
 ``products``/``image_manifest``), so an environment that moves a dataset moves the tuning
 with it, and a run whose inputs were never written fails before the first node, naming
@@ -19,7 +19,8 @@ from kedro.pipeline import Node, Pipeline
 
 from vitrina.config import run_parameters
 
-from .nodes import plan_tuning, plot_tuning, run_tuning, target_inputs
+from .nodes import plan_tuning, plot_tuning, run_tuning
+from .wiring import target_inputs
 
 
 def tuning_pipeline(parameters: dict[str, Any]) -> Pipeline:
