@@ -1,15 +1,7 @@
 """Optuna machinery shared by every tuning target: search spaces, storage, studies, reports.
 
-A search space is declared in ``conf/base/parameters_tuning.yml`` per target::
-
-    space:
-      alpha: {type: float, low: 1.0e-6, high: 1.0e-1, log: true}
-      hidden_layer_sizes: {type: categorical, choices: [[128], [256], [256, 128]]}
-      batch_size: {type: int, low: 32, high: 256, step: 32}
-
-It is validated before any trial runs (unknown parameter, ``low > high``, a log range
-that touches zero, a categorical without choices): :class:`SearchSpaceError` lists every
-problem at once.
+Each target's search space is declared in its ``tuning.targets.<target>.space`` block and
+validated before any trial runs (:func:`~vitrina.tuning.space.parse_space`).
 
 Modules: :mod:`~vitrina.tuning.space` (parsing and sampling a space),
 :mod:`~vitrina.tuning.study` (samplers, pruners, storage, the trial loop with MLflow
