@@ -86,8 +86,12 @@ def test_a_target_whose_data_were_never_written_names_them_before_any_node(kedro
         expect_failure=True,
     )
     text = " ".join(output.split())
-    for name in ("pair_items", "pair_item_embeddings", "pair_splits"):
-        assert f"- {name} (data/05_model_input/test/pair_matching/" in text
+    for name, file in (
+        ("pair_items", "items.parquet"),
+        ("pair_item_embeddings", "item_embeddings.npz"),
+        ("pair_splits", "pairs.parquet"),
+    ):
+        assert f"- {name} (" in text and f"data/05_model_input/test/pair_matching/{file}" in text
     assert "written by the 'pair_matching' pipeline" in text
     assert "products" not in text.split("do not exist yet:")[1].split("Run `")[0]
     with pytest.raises(MissingInputsError, match=r"tfidf_svd\.embeddings"):

@@ -80,9 +80,11 @@ class RunChecks:
     def after_context_created(self, context: Any) -> None:
         """Fail on an environment ``conf/`` does not have, before any plugin reads it;
         record the run's parameters (``--params`` included) for the pipelines built from
-        them (:func:`vitrina.config.run_parameters`: Kedro builds pipelines after this)."""
+        them (:func:`vitrina.config.run_parameters`: Kedro builds pipelines after this).
+        Read from the config loader, not ``context.params``: Kedro 1.7 builds every
+        pipeline to validate those, which would build them before they are recorded."""
         check_environment(context.config_loader.conf_source, context.env)
-        remember_run_parameters(context.params)
+        remember_run_parameters(context.config_loader["parameters"])
 
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
