@@ -66,6 +66,9 @@ class RunChecks:
 
     * an unknown ``--env`` fails with the list of environments
       (:func:`vitrina.config.check_environment`);
+    * the run's parameters, ``--params`` included, are recorded for the pipelines whose
+      shape depends on them (:func:`vitrina.config.run_parameters`: tuning's target), and
+      forgotten when the run ends;
     * temporary files that killed writers left under ``data/`` are deleted
       (:func:`vitrina.utils.remove_stale_temporaries`);
     * the parameters the pipeline reads are validated
@@ -104,3 +107,13 @@ class RunChecks:
         validate_run_parameters(pipeline, catalog)
         check_inputs_exist(pipeline, catalog, run_params)
         make_catalog_atomic(catalog, sorted(pipeline.datasets()))
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        """Forget the run's parameters: a later session in this process records its own."""
+        remember_run_parameters(None)
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        """Forget the run's parameters (as :meth:`after_pipeline_run`)."""
+        remember_run_parameters(None)
