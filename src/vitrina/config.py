@@ -120,9 +120,7 @@ def remember_run_parameters(parameters: dict[str, Any] | None) -> None:
     _session_parameters = None if parameters is None else dict(parameters)
 
 
-def run_parameters(
-    conf_source: str | Path | None = None, env: str | None = None
-) -> dict[str, Any]:
+def run_parameters(conf_source: str | Path | None = None, env: str | None = None) -> dict[str, Any]:
     """The parameters of this run, runtime ``--params`` included, for building pipelines.
 
     Those of the running session when one has recorded them
