@@ -33,3 +33,23 @@ def test_the_run_environment_comes_from_the_argument_then_kedro_env_then_the_com
     assert cli_env(["/venv/bin/kedro", "run", "-e", "er"]) == "er"
     assert cli_env(["/venv/bin/kedro", "viz", "--env=er"]) is None  # not a run
     assert cli_env(["/venv/bin/pytest", "run", "--env=er"]) is None  # not kedro
+
+
+def test_pipelines_are_built_from_the_running_sessions_parameters(tmp_path, monkeypatch):
+    """``run_parameters``: the session's parameters (``--params`` included) once the hook
+    has recorded them, else ``conf/`` read here; an explicit conf source reads ``conf/``."""
+    from vitrina.config import remember_run_parameters, run_parameters
+
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "parameters.yml").write_text("tuning: {target: probing_mlp}\n")
+    monkeypatch.setattr(
+        "vitrina.config.resolve_conf", lambda c=None, e=None: (str(tmp_path), "base")
+    )
+    try:
+        remember_run_parameters(None)
+        assert run_parameters()["tuning"]["target"] == "probing_mlp"
+        remember_run_parameters({"tuning": {"target": "captioning"}})
+        assert run_parameters()["tuning"]["target"] == "captioning"
+        assert run_parameters(tmp_path, "base")["tuning"]["target"] == "probing_mlp"
+    finally:
+        remember_run_parameters(None)

@@ -69,3 +69,40 @@ def test_bad_target_fails_before_any_trial(kedro_project):
         "pair_classifier, probing_logreg, probing_mlp"
     ) in " ".join(output.split())
     assert not (kedro_project / "data/06_models/test/optuna.db").exists()
+
+
+def test_a_target_whose_data_were_never_written_names_them_before_any_node(kedro_project):
+    """The pipeline is built for the target of ``--params``: on a fresh project the
+    pair classifier's catalogue inputs are missing, and the run says which and what writes
+    them, through the CLI and through an in-process session alike."""
+    from vitrina.run_checks import MissingInputsError
+
+    output = kedro_cli(
+        kedro_project,
+        "run",
+        "--pipeline=tuning",
+        "--env=test",
+        "--params=tuning.target=pair_classifier",
+        expect_failure=True,
+    )
+    text = " ".join(output.split())
+    for name, file in (
+        ("pair_items", "items.parquet"),
+        ("pair_item_embeddings", "item_embeddings.npz"),
+        ("pair_splits", "pairs.parquet"),
+    ):
+        assert f"- {name} (" in text and f"data/05_model_input/test/pair_matching/{file}" in text
+    assert "written by the 'pair_matching' pipeline" in text
+    assert "products" not in text.split("do not exist yet:")[1].split("Run `")[0]
+    with pytest.raises(MissingInputsError, match=r"tfidf_svd\.embeddings"):
+        run(
+            kedro_project,
+            "tuning",
+            {
+                "tuning": {
+                    "target": "probing_logreg",
+                    "targets": {"probing_logreg": {"model": "tfidf_svd"}},
+                }
+            },
+        )
+    assert not (kedro_project / "data/06_models/test/optuna.db").exists()

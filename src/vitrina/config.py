@@ -108,6 +108,31 @@ def _parameters(conf_source: str, env: str) -> dict[str, Any]:
     return OmegaConf.to_container(merged, resolve=False)
 
 
+#: The parameters of the running Kedro session, recorded when its context is created
+#: (:meth:`vitrina.hooks.RunChecks.after_context_created`), before Kedro builds pipelines.
+_session_parameters: dict[str, Any] | None = None
+
+
+def remember_run_parameters(parameters: dict[str, Any] | None) -> None:
+    """Record the running session's parameters (``context.params``: conf merged with the
+    run's ``--params``) for :func:`run_parameters`; ``None`` forgets them."""
+    global _session_parameters
+    _session_parameters = None if parameters is None else dict(parameters)
+
+
+def run_parameters(conf_source: str | Path | None = None, env: str | None = None) -> dict[str, Any]:
+    """The parameters of this run, runtime ``--params`` included, for building pipelines.
+
+    Those of the running session when one has recorded them
+    (:func:`remember_run_parameters`), else :func:`project_parameters` (no runtime
+    parameters: e.g. kedro-viz, which builds pipelines without a session). Pipelines whose
+    shape depends on a value a user passes per run (``tuning.target``) read it here.
+    """
+    if _session_parameters is not None and conf_source is None and env is None:
+        return dict(_session_parameters)
+    return project_parameters(conf_source, env)
+
+
 def model_specs(
     conf_source: str | Path | None = None, env: str | None = None
 ) -> dict[str, dict[str, Any]]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from vitrina.config import check_environment
+from vitrina.config import check_environment, remember_run_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,9 @@ class RunChecks:
 
     * an unknown ``--env`` fails with the list of environments
       (:func:`vitrina.config.check_environment`);
+    * the run's parameters, ``--params`` included, are recorded for the pipelines whose
+      shape depends on them (:func:`vitrina.config.run_parameters`: tuning's target), and
+      forgotten when the run ends;
     * temporary files that killed writers left under ``data/`` are deleted
       (:func:`vitrina.utils.remove_stale_temporaries`);
     * the parameters the pipeline reads are validated
@@ -78,8 +81,13 @@ class RunChecks:
 
     @hook_impl(tryfirst=True)
     def after_context_created(self, context: Any) -> None:
-        """Fail on an environment ``conf/`` does not have, before any plugin reads it."""
+        """Fail on an environment ``conf/`` does not have, before any plugin reads it;
+        record the run's parameters (``--params`` included) for the pipelines built from
+        them (:func:`vitrina.config.run_parameters`: Kedro builds pipelines after this).
+        Read from the config loader, not ``context.params``: Kedro 1.7 builds every
+        pipeline to validate those, which would build them before they are recorded."""
         check_environment(context.config_loader.conf_source, context.env)
+        remember_run_parameters(context.config_loader["parameters"])
 
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
@@ -99,3 +107,13 @@ class RunChecks:
         validate_run_parameters(pipeline, catalog)
         check_inputs_exist(pipeline, catalog, run_params)
         make_catalog_atomic(catalog, sorted(pipeline.datasets()))
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        """Forget the run's parameters: a later session in this process records its own."""
+        remember_run_parameters(None)
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        """Forget the run's parameters (as :meth:`after_pipeline_run`)."""
+        remember_run_parameters(None)

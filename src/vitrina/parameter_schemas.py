@@ -44,14 +44,28 @@ def _context(info: ValidationInfo, key: str) -> Any:
     return (info.context or {}).get(key)
 
 
-def _dataclass_check(build: Any, value: Any) -> Any:
+def dataclass_check(build: Any, value: Any) -> Any:
     """Run an existing config dataclass's own validation on ``value``; its ValueError or
-    TypeError becomes this field's validation error."""
+    TypeError becomes this field's validation error.
+
+    Args:
+        build: a callable that validates ``value`` (e.g. ``TrainConfig.from_dict``).
+        value: the parameters block.
+
+    Returns:
+        ``value`` unchanged.
+
+    Raises:
+        ValueError: ``build``'s own, or its TypeError / KeyError with the same message.
+    """
     try:
         build(value)
     except (TypeError, KeyError) as exc:
         raise ValueError(str(exc).strip("'\"")) from exc
     return value
+
+
+_dataclass_check = dataclass_check  # the name this module's schemas use
 
 
 # ---------------------------------------------------------------------- project-wide
@@ -386,7 +400,6 @@ class TuningParams(Schema):
     storage: str | None = None
     sampler: dict[str, Any] = {}
     pruner: dict[str, Any] = {}
-    embeddings_dir: str | None = None
     targets: dict[str, dict[str, Any] | None]
 
     @model_validator(mode="after")

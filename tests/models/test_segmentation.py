@@ -185,7 +185,7 @@ def test_foreground_finds_a_product_on_a_plain_background_inside_padding():
 
 def test_foreground_on_demo_photos_against_their_true_masks(tmp_path):
     from vitrina.demo import generate_demo_catalogue
-    from vitrina.demo_masks import write_demo_masks
+    from vitrina.demo.masks import write_demo_masks
 
     table = generate_demo_catalogue(tmp_path / "demo", n_products=16, seed=5, n_defects=0)
     masks = write_demo_masks(tmp_path / "demo", n_products=16, seed=5, n_defects=0)

@@ -14,8 +14,8 @@ from vitrina.demo import generate_demo_catalogue
 from vitrina.pipelines.embeddings.pipeline import model_pipeline as embeddings_for_model
 from vitrina.pipelines.image_processing.pipeline import create_pipeline as image_processing
 from vitrina.pipelines.ingestion.pipeline import create_pipeline as ingestion
-from vitrina.pipelines.probing.nodes import make_probing_splits
 from vitrina.pipelines.probing.pipeline import model_pipeline as probing_for_model
+from vitrina.splits import make_probing_splits
 
 MODELS = {
     "tiny_ruclip": {

@@ -11,12 +11,12 @@ import pytest
 from vitrina.datasets.embeddings import Embeddings
 from vitrina.pipelines.probing.nodes import (
     combine_probing_metrics,
-    make_probing_splits,
     plot_probing_metrics,
     probe_embeddings,
     probing_metrics_for_mlflow,
     write_probing_summary,
 )
+from vitrina.splits import make_probing_splits
 
 PARAMS = {
     "tasks": {
@@ -191,7 +191,8 @@ def test_report_outputs(products, manifest, tmp_path):
 
 
 def test_logreg_sweep_prefers_strong_regularisation_on_noise_heavy_data():
-    from vitrina.models.probes import fit_probe, sweep_logreg_c, validation_split
+    from vitrina.models.probes import fit_probe, sweep_logreg_c
+    from vitrina.splits import validation_split
 
     rng = np.random.default_rng(0)
     n, d = 300, 200  # many noise dimensions, few samples: small C (strong L2) generalises

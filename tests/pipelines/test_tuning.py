@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from vitrina.pipelines.tuning.nodes import TARGETS, plan_tuning
+from vitrina.pipelines.tuning.nodes import plan_tuning
+from vitrina.pipelines.tuning.wiring import TARGETS
 from vitrina.tuning import (
     SearchSpaceError,
     TuningStorageError,
@@ -254,21 +255,21 @@ def test_dotted_names_nest_into_the_steps_blocks():
     assert bare["pair_matching"]["classifiers"]["mlp"]["model"] == mlp["model"]
 
 
-def test_a_swept_logreg_default_is_scored_on_the_validation_split(tmp_path):
+def test_a_swept_logreg_default_is_scored_on_the_validation_split():
     """The logreg probe's ``C: sweep`` cannot be a trial; its validation score is the
     baseline the gain of tuning is measured against (a different C scores differently)."""
     from sklearn.metrics import f1_score
 
     from tests.pipelines.test_probing import PARAMS, catalogue, embeddings_for
-    from vitrina.datasets.embeddings import EmbeddingsDataset
-    from vitrina.pipelines.tuning.targets import ProbingTarget
+    from vitrina.pipelines.tuning.probing_target import ProbingTarget
 
     products = catalogue()
     manifest = products[["product_id"]]
-    EmbeddingsDataset(str(tmp_path / "m.npz")).save(embeddings_for(products))
     parameters = {"probing": {**PARAMS, "probes": {"logreg": {"C": "sweep"}, "mlp": {}}}}
     config = {"task": "male_female", "model": "m", "modality": "text+image"}
-    logreg = ProbingTarget("logreg", config, parameters, products, manifest, str(tmp_path))
+    logreg = ProbingTarget(
+        "logreg", config, parameters, products, manifest, embeddings_for(products)
+    )
     assert "C" not in logreg.defaults()  # the sweep is no point of the space: no trial 0
     swept = logreg.default_value()
     assert 0.5 < swept <= 1.0  # gender is planted in the embeddings
@@ -279,19 +280,17 @@ def test_a_swept_logreg_default_is_scored_on_the_validation_split(tmp_path):
     assert f1_score(logreg.yv, weak.predict(logreg.xv), average="macro") < swept
 
 
-def test_probing_trials_keep_the_steps_other_settings(tmp_path):
+def test_probing_trials_keep_the_steps_other_settings():
     """A setting of the probing step outside the search space reaches every trial."""
     from tests.pipelines.test_probing import PARAMS, catalogue, embeddings_for
-    from vitrina.datasets.embeddings import EmbeddingsDataset
-    from vitrina.pipelines.tuning.targets import ProbingTarget
+    from vitrina.pipelines.tuning.probing_target import ProbingTarget
 
     products = catalogue()
-    EmbeddingsDataset(str(tmp_path / "m.npz")).save(embeddings_for(products))
     step = {"activation": "tanh", "hidden_layer_sizes": [8], "max_iter": 50}
     parameters = {"probing": {**PARAMS, "probes": {"mlp": step}}}
     config = {"task": "male_female", "model": "m", "modality": "text", "max_epochs": 3}
     mlp = ProbingTarget(
-        "mlp", config, parameters, products, products[["product_id"]], str(tmp_path)
+        "mlp", config, parameters, products, products[["product_id"]], embeddings_for(products)
     )
     defaults = mlp.defaults()
     assert defaults["activation"] == "tanh" and defaults["hidden_layer_sizes"] == [8]
@@ -306,3 +305,106 @@ def test_probing_trials_keep_the_steps_other_settings(tmp_path):
     steps = []
     value = mlp.objective({"alpha": 0.01}, lambda v, step: steps.append(step))
     assert steps == [0, 1, 2] and 0.5 < value <= 1.0  # gender is planted in the text vectors
+
+
+def base_parameters() -> dict:
+    """conf/base's parameters, as the pipeline is built from them."""
+    from vitrina.config import project_parameters
+
+    return project_parameters(REPO / "conf", "base")
+
+
+@pytest.mark.parametrize(
+    ("key", "replacement"),
+    [
+        (("embeddings_dir",), "`<model>.embeddings`"),
+        (("targets", "pair_classifier", "data_dir"), "pair_items, pair_item_embeddings"),
+        (("targets", "clip_finetune", "models_dir"), "`<base_model>.checkpoint`"),
+    ],
+)
+def test_the_removed_path_keys_fail_naming_the_datasets_that_replaced_them(key, replacement):
+    import copy
+
+    from vitrina.validation import ParameterError, validate_parameters
+
+    parameters = base_parameters()
+    tuning = copy.deepcopy(parameters["tuning"])
+    block = tuning
+    for name in key[:-1]:
+        block = block[name]
+    block[key[-1]] = "data/somewhere"
+    with pytest.raises(ValueError, match=f"tuning.{'.'.join(key)} is no longer read") as info:
+        plan_tuning(tuning)
+    assert replacement in str(info.value)
+    with pytest.raises(ParameterError, match="is no longer read"):  # the run's first check
+        validate_parameters({**parameters, "tuning": tuning}, ["tuning"])
+
+
+def wiring(target: str, **tuning: object) -> dict[str, str]:
+    """``{input: dataset}`` of the study node of the pipeline built for ``target``."""
+    from vitrina.pipelines.tuning.pipeline import tuning_pipeline
+
+    parameters = base_parameters()
+    parameters["tuning"] = {**parameters["tuning"], "target": target, **tuning}
+    (node,) = [n for n in tuning_pipeline(parameters).nodes if n.name == "run_tuning"]
+    wired = node.func.keywords["wired"]  # what run_tuning checks the target against
+    assert set(wired.values()) <= set(node.inputs)
+    return wired
+
+
+def test_each_target_reads_its_data_from_the_catalogue_by_name():
+    targets = base_parameters()["tuning"]["targets"]
+    probing = wiring("probing_mlp")
+    assert probing["embeddings"] == "tiny_ruclip.embeddings"
+    assert probing["products"] == "products" and probing["image_manifest"] == "image_manifest"
+    other = {**targets["probing_logreg"], "model": "tfidf_svd"}
+    assert wiring("probing_logreg", targets={"probing_logreg": other})["embeddings"] == (
+        "tfidf_svd.embeddings"
+    )
+    pairs = wiring("pair_classifier")
+    assert {pairs[k] for k in ("pair_items", "embeddings", "pair_splits")} == {
+        "pair_items",
+        "pair_item_embeddings",
+        "pair_splits",
+    }
+    assert wiring("clip_finetune")["base"] == "tiny_ruclip.checkpoint"  # the tiny base
+    assert set(wiring("captioning").values()) >= {"products", "image_manifest"}
+    # an unknown target loads nothing: its plan node names the valid targets first
+    assert wiring("nope") == {}
+
+
+def test_a_hub_base_model_is_loaded_by_a_node_of_the_tuning_pipeline():
+    from vitrina.pipelines.tuning.pipeline import tuning_pipeline
+
+    parameters = base_parameters()
+    parameters["tuning"] = {**parameters["tuning"], "target": "clip_finetune"}
+    base = parameters["clip_finetune"]["base_model"]
+    parameters["embeddings"]["models"][base] = {"type": "hf_clip", "checkpoint": "org/clip"}
+    pipe = tuning_pipeline(parameters)
+    (load,) = [n for n in pipe.nodes if n.name == "load_tuning_base_model"]
+    assert load.inputs == [f"params:embeddings.models.{base}"]
+    assert load.outputs == ["tuning_base_checkpoint"]
+    assert "tuning_base_checkpoint" not in pipe.inputs()
+
+
+def test_missing_pair_data_name_the_datasets_and_the_pipeline_that_writes_them(kedro_project):
+    from kedro.config import OmegaConfigLoader
+    from kedro.io import DataCatalog
+
+    from vitrina import settings
+    from vitrina.config import project_parameters
+    from vitrina.pipelines.tuning.pipeline import tuning_pipeline
+    from vitrina.run_checks import MissingInputsError, check_inputs_exist
+
+    loader = OmegaConfigLoader(
+        str(kedro_project / "conf"), env="test", **settings.CONFIG_LOADER_ARGS
+    )
+    catalog = DataCatalog.from_config(loader["catalog"], credentials=loader["credentials"])
+    parameters = project_parameters(kedro_project / "conf", "test")
+    parameters["tuning"] = {**parameters["tuning"], "target": "pair_classifier"}
+    run_params = {"project_path": str(kedro_project), "env": "test", "pipeline_names": ["tuning"]}
+    with pytest.raises(MissingInputsError) as info:
+        check_inputs_exist(tuning_pipeline(parameters), catalog, run_params)
+    message = str(info.value)
+    for name in ("pair_items", "pair_item_embeddings", "pair_splits"):
+        assert f"  - {name} (" in message and "written by the 'pair_matching'" in message

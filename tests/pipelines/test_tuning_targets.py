@@ -22,21 +22,21 @@ from tests.models.test_clip_training import make_checkpoint, make_pairs
 from tests.pipelines.test_captioning import TINY_MODEL
 from tests.pipelines.test_pair_matching import catalogue as pair_catalogue
 from tests.pipelines.test_pair_matching import params as pair_params
-from vitrina.datasets.embeddings import EmbeddingsDataset
 from vitrina.models.pair_classifier import limit_threads
-from vitrina.models.ruclip import RuClipBundle, load_ruclip
+from vitrina.models.ruclip import load_ruclip
 from vitrina.pipelines.clip_finetune.nodes import make_finetune_pairs, split_finetune_pairs
 from vitrina.pipelines.pair_matching.nodes import (
     evaluate_pair_matchers,
     prepare_catalogue_pairs,
     train_pair_matchers,
 )
-from vitrina.pipelines.tuning.nodes import TARGETS, load_clip_base, plan_tuning, run_tuning
+from vitrina.pipelines.tuning.nodes import plan_tuning, run_tuning
 from vitrina.pipelines.tuning.targets import (
     CaptioningTarget,
     ClipFinetuneTarget,
     PairClassifierTarget,
 )
+from vitrina.pipelines.tuning.wiring import TARGETS, clip_base_input
 
 
 class Recorder:
@@ -124,19 +124,15 @@ def test_pair_classifier_prunes_caps_epochs_and_rejects_bad_configs(pair_data):
         PairClassifierTarget({"variant": "image"}, parameters, items, emb, splits)
 
 
-def pair_step_dir(pair_data, tmp_path):
-    """The pair_matching step's prepared pairs written where the target reads them."""
+def pair_inputs(pair_data):
+    """The step's parameters and the target's inputs, as the pipeline loads them from the
+    catalogue's pair_items, pair_item_embeddings and pair_splits."""
     parameters, items, emb, splits = pair_data
-    data_dir = tmp_path / "pair_matching"
-    data_dir.mkdir()
-    items.to_parquet(data_dir / "items.parquet")
-    EmbeddingsDataset(str(data_dir / "item_embeddings.npz")).save(emb)
-    splits.to_parquet(data_dir / "pairs.parquet")
-    return parameters, data_dir
+    return parameters, {"pair_items": items, "embeddings": emb, "pair_splits": splits}
 
 
 def test_pair_classifier_study_end_to_end_writes_the_steps_shape(pair_data, tmp_path):
-    parameters, data_dir = pair_step_dir(pair_data, tmp_path)
+    parameters, data = pair_inputs(pair_data)
     space = {
         "model.hidden_size": {"type": "categorical", "choices": [16, 32]},
         "train.lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
@@ -148,13 +144,11 @@ def test_pair_classifier_study_end_to_end_writes_the_steps_shape(pair_data, tmp_
         "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
         "sampler": {"type": "random", "seed": 0},
         "pruner": {"type": "none"},
-        "targets": {
-            "pair_classifier": {"data_dir": str(data_dir), "max_epochs": 4, "space": space}
-        },
+        "targets": {"pair_classifier": {"max_epochs": 4, "space": space}},
     }
     plan = plan_tuning(tuning)
     assert plan["params_path"] == ("pair_matching", "classifiers", "mlp")
-    study, summary, text, metrics = run_tuning(plan, tuning, parameters, None, None)
+    study, summary, text, metrics = run_tuning(plan, tuning, parameters, **data)
     row = summary.iloc[0]
     assert row["n_trials"] == 4 and row["n_complete"] == 4
     assert row["metric"] == "validation_f1" and row["test_metric"] == "test_f1"
@@ -175,10 +169,10 @@ def test_pair_classifier_study_end_to_end_writes_the_steps_shape(pair_data, tmp_
     assert "model.hidden_size" not in mlp  # dotted names were nested, not written flat
     assert doc["pair_matching"]["candidates"] == parameters["pair_matching"]["candidates"]
 
-    missing = {**tuning, "targets": {"pair_classifier": {"data_dir": str(tmp_path / "nothing")}}}
-    missing["targets"]["pair_classifier"]["space"] = space
-    with pytest.raises(FileNotFoundError, match="kedro run --pipeline=pair_matching"):
-        run_tuning(plan_tuning(missing), missing, parameters, None, None)
+    # wired by a pipeline built for another target: refused, naming the datasets
+    probing = {"products": "products", "image_manifest": "image_manifest"}
+    with pytest.raises(ValueError, match=r"reads the catalogue dataset\(s\) embeddings "):
+        run_tuning(plan, tuning, parameters, wired=probing, **data)
 
 
 # ---------------------------------------------------------------------- CLIP fine-tuning
@@ -269,10 +263,12 @@ def test_clip_target_prunes_caps_epochs_and_loads_its_base(clip_data):
     with pytest.raises(ValueError, match="the val part has .* fewer than 5"):
         ClipFinetuneTarget({"val_size": 0.05}, parameters, products, manifest, bundle)
 
-    base = load_clip_base(parameters, root / "models")  # a tiny model: <models_dir>/<name>
-    assert isinstance(base, RuClipBundle)
+    # the base is a catalogue dataset: <name>.checkpoint for a tiny model, else loaded
+    assert clip_base_input(parameters) == "tiny.checkpoint"
+    hub = {**parameters, "embeddings": {"models": {"tiny": {"type": "ruclip", "checkpoint": "x"}}}}
+    assert clip_base_input(hub) == "tuning_base_checkpoint"
     with pytest.raises(KeyError, match="'other' is not in embeddings.models"):
-        load_clip_base({**parameters, "clip_finetune": {"base_model": "other"}}, root / "models")
+        clip_base_input({**parameters, "clip_finetune": {"base_model": "other"}})
 
 
 # ---------------------------------------------------------------------- captioning
@@ -357,7 +353,7 @@ def test_captioning_study_minimises_and_reports_the_gain(caption_data):
         "targets": {"captioning": {"max_items": 30, "max_epochs": 1, "space": space}},
     }
     study, summary, text, _ = run_tuning(
-        plan_tuning(tuning), tuning, parameters, products, manifest
+        plan_tuning(tuning), tuning, parameters, products=products, image_manifest=manifest
     )
     row = summary.iloc[0]
     values = [t.value for t in study.trials]
@@ -377,9 +373,9 @@ def test_defaults_outside_the_space_are_scored_once_per_study(pair_data, tmp_pat
     """When the step's settings cannot be trial 0 (here hidden_size 32 is not a choice),
     the gain of tuning is still measured against them: scored on the validation split
     once, kept in the study, reused when the study continues."""
-    parameters, data_dir = pair_step_dir(pair_data, tmp_path)
+    parameters, data = pair_inputs(pair_data)
     space = {"model.hidden_size": {"type": "categorical", "choices": [16, 64]}}
-    config = {"data_dir": str(data_dir), "max_epochs": 4, "space": space}
+    config = {"max_epochs": 4, "space": space}
     tuning = {
         "target": "pair_classifier",
         "catalogue": "test",
@@ -390,9 +386,9 @@ def test_defaults_outside_the_space_are_scored_once_per_study(pair_data, tmp_pat
         "targets": {"pair_classifier": config},
     }
     plan = plan_tuning(tuning)
-    study, summary, _, _ = run_tuning(plan, tuning, parameters, None, None)
+    study, summary, _, _ = run_tuning(plan, tuning, parameters, **data)
     assert not any(t.user_attrs.get("defaults") for t in study.trials)  # no trial 0
-    target = TARGETS["pair_classifier"][0](config, parameters, None, None, tuning)
+    target = TARGETS["pair_classifier"].build(config, parameters, data)
     expected = target.objective(target.defaults(), lambda value, step: None)
     row = summary.iloc[0]
     assert row["default_value"] == pytest.approx(expected)
@@ -402,17 +398,17 @@ def test_defaults_outside_the_space_are_scored_once_per_study(pair_data, tmp_pat
         raise AssertionError("the defaults were scored again")
 
     monkeypatch.setattr(PairClassifierTarget, "default_value", must_not_rescore)
-    study, summary, _, _ = run_tuning(plan, tuning, parameters, None, None)
+    study, summary, _, _ = run_tuning(plan, tuning, parameters, **data)
     assert len(study.trials) == 4
     assert summary.iloc[0]["default_value"] == pytest.approx(expected)
 
 
 def test_a_targets_own_pruner_replaces_the_global_one(pair_data, tmp_path):
-    parameters, data_dir = pair_step_dir(pair_data, tmp_path)
+    parameters, data = pair_inputs(pair_data)
     space = {"train.lr": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True}}
 
     def study_pruner(target_pruner, name):
-        config = {"data_dir": str(data_dir), "max_epochs": 2, "space": space}
+        config = {"max_epochs": 2, "space": space}
         if target_pruner:
             config["pruner"] = target_pruner
         tuning = {
@@ -424,7 +420,7 @@ def test_a_targets_own_pruner_replaces_the_global_one(pair_data, tmp_path):
             "pruner": {"type": "percentile", "percentile": 10.0},
             "targets": {"pair_classifier": config},
         }
-        study, *_ = run_tuning(plan_tuning(tuning), tuning, parameters, None, None)
+        study, *_ = run_tuning(plan_tuning(tuning), tuning, parameters, **data)
         return study.pruner
 
     assert isinstance(study_pruner(None, "global"), optuna.pruners.PercentilePruner)

@@ -17,7 +17,7 @@ from vitrina.demo import (
     generate_demo_catalogue,
     read_demo_table,
 )
-from vitrina.demo_masks import demo_masks_dir, write_demo_masks
+from vitrina.demo.masks import demo_masks_dir, write_demo_masks
 
 
 class DemoCatalogueDataset(AbstractDataset[None, pd.DataFrame]):
@@ -26,7 +26,7 @@ class DemoCatalogueDataset(AbstractDataset[None, pd.DataFrame]):
     ``load()`` generates the catalogue into ``path`` on first use (deterministically from
     ``seed``; a later load with the same parameters reuses it) and returns the raw table.
     Images live in ``<path>/images``, named by the ``picture`` column; the true garment
-    masks (:mod:`vitrina.demo_masks`) in ``<path>/masks/<picture stem>.png``.
+    masks (:mod:`vitrina.demo.masks`) in ``<path>/masks/<picture stem>.png``.
 
     Example ``catalog.yml`` entry::
 

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
-from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from vitrina.splits import validation_split
 
 #: The MLP probe's settings where ``probing.probes.mlp`` leaves them out (both backends).
 MLP_DEFAULTS: dict[str, Any] = {
@@ -89,23 +90,6 @@ def classification_metrics(
 
 #: Probe parameters that configure the C sweep rather than the classifier.
 SWEEP_KEYS = ("sweep_steps", "sweep_range", "validation_share")
-
-
-def validation_split(
-    y: np.ndarray, groups: np.ndarray, share: float = 0.2, seed: int = 0
-) -> np.ndarray:
-    """Boolean mask ``[N]`` of a validation part carved from a training split.
-
-    Stratified by ``y`` and grouped by ``groups`` (``StratifiedGroupKFold`` with
-    ``round(1 / share)`` folds, the first fold is validation), so no group straddles it.
-    """
-    classes, counts = np.unique(y, return_counts=True)
-    n_folds = max(2, min(round(1.0 / share), int(counts.min()), len(np.unique(groups))))
-    folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    _, val_idx = next(folds.split(np.zeros(len(y)), y, groups=groups))
-    mask = np.zeros(len(y), dtype=bool)
-    mask[val_idx] = True
-    return mask
 
 
 def sweep_logreg_c(

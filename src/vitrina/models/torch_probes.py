@@ -7,7 +7,7 @@ fitted on ``embeddings.device``:
   from it; each fit standardises with the statistics of its own training rows, as the
   scikit-learn pipeline's ``StandardScaler`` does (the test rows never shape it);
 - ``logreg`` with ``C: sweep``: the same validation part
-  (:func:`~vitrina.models.probes.validation_split`) and the same grid
+  (:func:`~vitrina.splits.validation_split`) and the same grid
   (:func:`~vitrina.models.probes.coarse_grid`, :func:`~vitrina.models.probes.fine_grid`,
   :func:`~vitrina.models.probes.best_sweep_c`); the coarse values are fitted as one batch
   of heads (:mod:`vitrina.models.torch_logreg`), the refined ones as a second batch
@@ -43,10 +43,10 @@ from vitrina.models.probes import (
     coarse_grid,
     fine_grid,
     score_cell,
-    validation_split,
 )
 from vitrina.models.torch_logreg import LogisticHeads, lbfgs
 from vitrina.models.torch_mlp import MlpJob, train_mlps
+from vitrina.splits import validation_split
 
 #: Probe parameters the torch backend reads (others raise: use ``backend: sklearn``).
 LOGREG_KEYS = {"C", "sweep_steps", "sweep_range", "validation_share", "max_iter", "tol"}

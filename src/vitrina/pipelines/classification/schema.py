@@ -11,13 +11,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from vitrina.parameter_schemas import Fraction, Positive, Schema, _dataclass_check
+from vitrina.parameter_schemas import Fraction, Positive, Schema, dataclass_check
 
 
 def _training(value: dict[str, Any] | None) -> dict[str, Any] | None:
     from vitrina.training import TrainingConfig
 
-    return _dataclass_check(TrainingConfig.from_params, value)
+    return dataclass_check(TrainingConfig.from_params, value)
 
 
 class SplitParams(Schema):
@@ -76,7 +76,7 @@ class ClassificationTask(Schema):
     def _pruning(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         from vitrina.models.classifiers import pruning
 
-        return value if value is None else _dataclass_check(pruning.validate, value)
+        return value if value is None else dataclass_check(pruning.validate, value)
 
     @model_validator(mode="after")
     def _labels(self) -> ClassificationTask:

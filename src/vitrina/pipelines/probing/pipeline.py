@@ -5,10 +5,10 @@ from __future__ import annotations
 from kedro.pipeline import Node, Pipeline
 
 from vitrina.config import model_specs
+from vitrina.splits import make_probing_splits
 
 from .nodes import (
     combine_probing_metrics,
-    make_probing_splits,
     plot_probing_metrics,
     probe_embeddings,
     probing_metrics_for_mlflow,

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -27,128 +25,9 @@ from vitrina.tuning import (  # noqa: E402
     study_figures,
 )
 
-from .targets import (  # noqa: E402
-    CaptioningTarget,
-    ClipFinetuneTarget,
-    PairClassifierTarget,
-    ProbingTarget,
-    TuningTarget,
-)
+from .wiring import TARGETS, check_removed_keys  # noqa: E402
 
 logger = logging.getLogger(__name__)
-
-#: A target's parameter location in the step's YAML, fixed or chosen by its config block.
-ParamsPath = tuple[str, ...] | Callable[[dict[str, Any]], tuple[str, ...]]
-
-
-def _probing(probe: str) -> tuple[Callable[..., TuningTarget], set[str], tuple[str, ...]]:
-    def build(
-        config: dict[str, Any],
-        parameters: dict[str, Any],
-        products: pd.DataFrame,
-        image_manifest: pd.DataFrame,
-        tuning: dict[str, Any],
-    ) -> TuningTarget:
-        return ProbingTarget(
-            probe, config, parameters, products, image_manifest, tuning["embeddings_dir"]
-        )
-
-    return build, ProbingTarget.tunable(probe), ("probing", "probes", probe)
-
-
-def _pair_classifier(
-    config: dict[str, Any],
-    parameters: dict[str, Any],
-    products: pd.DataFrame,
-    image_manifest: pd.DataFrame,
-    tuning: dict[str, Any],
-) -> TuningTarget:
-    """The pair_matching step's prepared pairs from ``config["data_dir"]``."""
-    from vitrina.datasets.embeddings import EmbeddingsDataset
-
-    root = Path(config.get("data_dir") or "")
-    files = {
-        "pair_items": root / "items.parquet",
-        "pair_item_embeddings": root / "item_embeddings.npz",
-        "pair_splits": root / "pairs.parquet",
-    }
-    missing = [f"{name} ({path})" for name, path in files.items() if not path.is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"tuning target pair_classifier needs the pair_matching step's prepared pairs: "
-            f"{', '.join(missing)} not found. Run `kedro run --pipeline=pair_matching` (same "
-            "--env) first, or set tuning.targets.pair_classifier.data_dir"
-        )
-    return PairClassifierTarget(
-        config,
-        parameters,
-        pd.read_parquet(files["pair_items"]),
-        EmbeddingsDataset(str(files["pair_item_embeddings"])).load(),
-        pd.read_parquet(files["pair_splits"]),
-    )
-
-
-def load_clip_base(parameters: dict[str, Any], models_dir: str | Path) -> Any:
-    """The clip_finetune step's base model, as the step loads it.
-
-    A tiny or ``source: catalogue`` model comes from its catalogue directory
-    ``<models_dir>/<base_model>`` (``{model}.checkpoint``); any other from its hub id or
-    path (:func:`vitrina.pipelines.clip_finetune.nodes.load_base_model`).
-
-    Raises:
-        KeyError: ``clip_finetune.base_model`` is not in ``embeddings.models``.
-        kedro.io.DatasetError: the catalogue checkpoint has not been written yet.
-    """
-    from vitrina.datasets import RuClipCheckpointDataset
-    from vitrina.pipelines.clip_finetune.nodes import load_base_model
-    from vitrina.pipelines.clip_finetune.pipeline import base_from_catalogue
-
-    base = parameters["clip_finetune"]["base_model"]
-    models = (parameters.get("embeddings") or {}).get("models") or {}
-    if base not in models:
-        raise KeyError(
-            f"clip_finetune.base_model {base!r} is not in embeddings.models {sorted(models)}"
-        )
-    spec = models[base]
-    if base_from_catalogue(spec):
-        return RuClipCheckpointDataset(str(Path(models_dir) / base)).load()
-    return load_base_model(spec)
-
-
-def _clip_finetune(
-    config: dict[str, Any],
-    parameters: dict[str, Any],
-    products: pd.DataFrame,
-    image_manifest: pd.DataFrame,
-    tuning: dict[str, Any],
-) -> TuningTarget:
-    base = load_clip_base(parameters, config.get("models_dir") or "data/06_models")
-    return ClipFinetuneTarget(config, parameters, products, image_manifest, base)
-
-
-def _captioning(
-    config: dict[str, Any],
-    parameters: dict[str, Any],
-    products: pd.DataFrame,
-    image_manifest: pd.DataFrame,
-    tuning: dict[str, Any],
-) -> TuningTarget:
-    return CaptioningTarget(config, parameters, products, image_manifest)
-
-
-#: name → (builder, accepted parameter names, where the parameters live in the step's YAML:
-#: a path, or a function of the target's config block that returns one)
-TARGETS: dict[str, tuple[Callable[..., TuningTarget], set[str], ParamsPath]] = {
-    "probing_mlp": _probing("mlp"),
-    "probing_logreg": _probing("logreg"),
-    "pair_classifier": (
-        _pair_classifier,
-        PairClassifierTarget.tunable(),
-        lambda config: ("pair_matching", "classifiers", str(config.get("classifier") or "mlp")),
-    ),
-    "clip_finetune": (_clip_finetune, ClipFinetuneTarget.tunable(), ClipFinetuneTarget.params_path),
-    "captioning": (_captioning, CaptioningTarget.tunable(), CaptioningTarget.params_path),
-}
 
 
 def plan_tuning(tuning: dict[str, Any]) -> dict[str, Any]:
@@ -163,9 +42,10 @@ def plan_tuning(tuning: dict[str, Any]) -> dict[str, Any]:
 
     Raises:
         ValueError: the target does not exist (lists the valid ones) or has no
-            configuration; ``n_trials < 1``.
+            configuration; ``n_trials < 1``; a removed path key (:data:`REMOVED_KEYS`).
         vitrina.tuning.SearchSpaceError: the search space is invalid (every problem).
     """
+    check_removed_keys(tuning)
     target = tuning.get("target")
     configured = tuning.get("targets") or {}
     valid = sorted(set(TARGETS) & set(configured))
@@ -174,7 +54,7 @@ def plan_tuning(tuning: dict[str, Any]) -> dict[str, Any]:
     n_trials = int(tuning.get("n_trials", 20))
     if n_trials < 1:
         raise ValueError(f"tuning.n_trials must be >= 1, got {n_trials}")
-    _, allowed, path = TARGETS[target]
+    allowed, path = TARGETS[target].tunable, TARGETS[target].params_path
     if callable(path):
         path = path(configured[target])
     space = parse_space(configured[target].get("space") or {}, allowed, target)
@@ -192,8 +72,8 @@ def run_tuning(
     plan: dict[str, Any],
     tuning: dict[str, Any],
     parameters: dict[str, Any],
-    products: pd.DataFrame,
-    image_manifest: pd.DataFrame,
+    wired: dict[str, str] | None = None,
+    **data: Any,
 ) -> tuple[optuna.Study, pd.DataFrame, str, dict[str, Any]]:
     """Run (or continue) the study of ``plan`` and score its best parameters on test once.
 
@@ -202,15 +82,43 @@ def run_tuning(
     an unreachable database fails with :class:`vitrina.tuning.TuningStorageError` and
     leaves no study behind.
 
+    Args:
+        plan: :func:`plan_tuning`'s output.
+        tuning, parameters: ``params:tuning`` and all parameters.
+        wired: ``{input: catalogue dataset}`` the pipeline loaded ``data`` from (None: the
+            caller passes the target's inputs itself, as tests do).
+        data: the target's catalogue inputs by input name (:func:`target_inputs`).
+
     Returns:
         The study, a one-row summary (``target, study, n_trials, n_complete, n_pruned,
         n_failed, metric, direction, default_value, best_value, improvement`` (positive:
         better than the defaults, whatever the direction), ``test_metric, test_value``),
         the best-parameters YAML and MLflow metrics.
+
+    Raises:
+        ValueError: the pipeline loaded other datasets than the target reads (it was
+            built for another target or model); names the datasets.
     """
+    spec = TARGETS[plan["target"]]
+    config = tuning["targets"][plan["target"]]
+    needed = spec.inputs(config, parameters)
+    if wired is not None and needed != wired:
+        absent = sorted(f"{k} ({v})" for k, v in needed.items() if wired.get(k) != v)
+        raise ValueError(
+            f"tuning target {plan['target']} reads the catalogue dataset(s) "
+            f"{', '.join(absent) or '-'}, which this run's tuning pipeline does not load (it "
+            f"loads {', '.join(sorted(wired.values())) or 'none'}): the pipeline is built for "
+            "the tuning.target of the run's parameters; pass the target with `kedro run "
+            "--pipeline=tuning --params=tuning.target=...`"
+        )
+    missing = sorted(set(needed) - set(data))
+    if missing:
+        raise ValueError(
+            f"tuning target {plan['target']} needs the input(s) "
+            + ", ".join(f"{k} (catalogue dataset {needed[k]})" for k in missing)
+        )
     storage = open_storage(tuning.get("storage"))
-    build, _, _ = TARGETS[plan["target"]]
-    target = build(tuning["targets"][plan["target"]], parameters, products, image_manifest, tuning)
+    target = spec.build(config, parameters, {k: data[k] for k in needed})
     defaults = target.defaults()
     first = {
         p.name: defaults[p.name]

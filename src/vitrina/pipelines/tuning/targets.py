@@ -4,243 +4,28 @@ A target knows which parameters it accepts, where they live in the step's own pa
 (``params_path``), how to score a parameter set on the *validation* split (reporting
 intermediate values for pruning) and how to score the best set once on the *test* split.
 
-Targets: :class:`ProbingTarget` (``probing_mlp``, ``probing_logreg``),
-:class:`PairClassifierTarget` (``pair_classifier``), :class:`ClipFinetuneTarget`
-(``clip_finetune``) and :class:`CaptioningTarget` (``captioning``).
+Targets here: :class:`PairClassifierTarget` (``pair_classifier``), :class:`ClipFinetuneTarget`
+(``clip_finetune``) and :class:`CaptioningTarget` (``captioning``); the interface is
+:class:`~vitrina.pipelines.tuning.base.TuningTarget`, the probing targets are
+:class:`~vitrina.pipelines.tuning.probing_target.ProbingTarget`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import f1_score
-from sklearn.preprocessing import StandardScaler
 
-from vitrina.datasets.embeddings import EmbeddingsDataset
 from vitrina.models.pair_classifier import limit_threads
-from vitrina.models.probes import (
-    build_probe,
-    classification_metrics,
-    fit_probe,
-    validation_split,
-)
 from vitrina.tuning import Reporter
 
+from .base import TuningTarget
+
 logger = logging.getLogger(__name__)
-
-
-class TuningTarget(ABC):
-    """A trainable step Optuna can tune."""
-
-    #: where the tuned parameters live in the step's ``parameters_<pipeline>.yml``
-    params_path: tuple[str, ...] = ()
-    #: what the objective measures on the validation split
-    metric: str = "value"
-    #: what :meth:`test_score` measures ("": the same metric, on the test split)
-    test_metric: str = ""
-    direction: str = "maximize"
-
-    @abstractmethod
-    def defaults(self) -> dict[str, Any]:
-        """The step's configured values (enqueued as the first trial of a new study)."""
-
-    @abstractmethod
-    def objective(self, params: dict[str, Any], report: Reporter) -> float:
-        """Validation metric of a parameter set (never touches the test split)."""
-
-    @abstractmethod
-    def test_score(self, params: dict[str, Any]) -> float:
-        """The test-split metric of a parameter set (reported once, for the best trial)."""
-
-    #: (params, value, trained model) of this session's best completed trial
-    _best: tuple[dict[str, Any], float, Any] | None = None
-
-    def _keep(self, params: dict[str, Any], value: float, trained: Any) -> float:
-        """Remember ``trained`` when ``value`` is this session's best so far, so that
-        :meth:`test_score` of the best trial need not train it again; returns ``value``."""
-        if self._best is None or (
-            value > self._best[1] if self.direction == "maximize" else value < self._best[1]
-        ):
-            self._best = (dict(params), float(value), trained)
-        return value
-
-    def _kept(self, params: dict[str, Any]) -> Any:
-        """The model :meth:`_keep` remembered for ``params``, else ``None`` (e.g. the best
-        trial ran in an earlier session of the study)."""
-        return self._best[2] if self._best is not None and self._best[0] == params else None
-
-    def default_value(self) -> float | None:
-        """Validation metric of the step's own settings when they cannot be a trial.
-
-        A step's configuration is normally enqueued as trial 0 (:meth:`defaults`), and
-        the gain of tuning is measured against it. When it lies outside the search space
-        (e.g. an environment trains for more epochs than the space allows) it is scored
-        here instead, with :meth:`objective` on the same validation split, no pruning.
-        Targets whose settings are procedures rather than points of the space (the
-        logistic-regression probe's ``C: sweep``) override this.
-        """
-        return float(self.objective(self.defaults(), lambda value, step: None))
-
-
-class ProbingTarget(TuningTarget):
-    """A probe (``mlp`` or ``logreg``) of one task × model × modality.
-
-    The validation part is carved from the probing train split, stratified and grouped
-    by ``group_id`` (:func:`vitrina.models.probes.validation_split`); the test split is the
-    probing pipeline's own. The MLP is trained epoch by epoch (``partial_fit``) and
-    reports validation macro-F1 after each epoch, so the pruner can stop it early.
-
-    Args:
-        probe: ``mlp`` or ``logreg``.
-        config: the target's ``tuning.targets.probing_<probe>`` block (``task``, ``model``,
-            ``modality``, ``max_epochs``).
-        parameters: all project parameters (``probing`` is used for tasks and the step's
-            probe settings).
-        products, image_manifest: catalogue inputs.
-        embeddings_dir: directory of the ``<model>.npz`` files.
-    """
-
-    metric = "macro_f1"
-
-    def __init__(
-        self,
-        probe: str,
-        config: dict[str, Any],
-        parameters: dict[str, Any],
-        products: pd.DataFrame,
-        image_manifest: pd.DataFrame,
-        embeddings_dir: str,
-    ) -> None:
-        from vitrina.pipelines.probing.nodes import make_probing_splits
-
-        self.probe = probe
-        probing = parameters["probing"]
-        self.step_params = dict(probing["probes"].get(probe) or {})
-        self.seed = int(probing.get("seed", 42))
-        self.max_epochs = int(config.get("max_epochs", 60))
-        task = config["task"]
-        if task not in probing["tasks"]:
-            raise ValueError(
-                f"tuning target probing_{probe}: task {task!r} is not one of {sorted(probing['tasks'])}"
-            )
-        splits, report = make_probing_splits(
-            products, image_manifest, {**probing, "tasks": {task: probing["tasks"][task]}}
-        )
-        if splits.empty:
-            raise ValueError(
-                f"tuning target probing_{probe}: task {task!r} was skipped ({report.iloc[0]['detail']})"
-            )
-        path = Path(embeddings_dir) / f"{config['model']}.npz"
-        emb = EmbeddingsDataset(str(path)).load().align(splits["product_id"].astype(str))
-        self.x = emb.modality(config.get("modality", "text+image"))
-        self.y = splits["label"].astype(str).to_numpy()
-        self.groups = splits["group_id"].astype(str).to_numpy()
-        self.train = (splits["split"] == "train").to_numpy()
-        self.val = np.zeros(len(self.y), dtype=bool)
-        self.val[
-            np.flatnonzero(self.train)[
-                validation_split(self.y[self.train], self.groups[self.train], 0.2, self.seed)
-            ]
-        ] = True
-        fit = self.train & ~self.val
-        scaler = StandardScaler().fit(self.x[fit])  # once: every trial sees the same inputs
-        self.xt, self.yt = scaler.transform(self.x[fit]), self.y[fit]
-        self.xv, self.yv = scaler.transform(self.x[self.val]), self.y[self.val]
-        self.classes = np.unique(self.y[self.train])
-        logger.info(
-            "tuning probing_%s: task %s, %s/%s, %d train / %d validation / %d test",
-            probe,
-            task,
-            config["model"],
-            config.get("modality", "text+image"),
-            fit.sum(),
-            self.val.sum(),
-            (~self.train).sum(),
-        )
-
-    @staticmethod
-    def tunable(probe: str) -> set[str]:
-        """The classifier's scikit-learn parameters, but its seed, warm start and logging."""
-        return set(build_probe(probe)[-1].get_params()) - {"random_state", "warm_start", "verbose"}
-
-    def _step_settings(self) -> dict[str, Any]:
-        """The probing step's settings (``C: sweep`` is a procedure, not a value)."""
-        return {k: v for k, v in self.step_params.items() if v != "sweep"}
-
-    def defaults(self) -> dict[str, Any]:
-        """The probing step's classifier settings, as :func:`build_probe` builds it."""
-        merged = build_probe(self.probe, self._step_settings(), self.seed)[-1].get_params()
-        if self.step_params.get("C") == "sweep":
-            merged.pop("C")
-        if isinstance(merged.get("hidden_layer_sizes"), tuple):
-            merged["hidden_layer_sizes"] = list(merged["hidden_layer_sizes"])
-        return {k: v for k, v in merged.items() if k in self.tunable(self.probe)}
-
-    def classifier(self, params: dict[str, Any]) -> Any:
-        """The step's classifier with a trial's values over its settings (the scaler is
-        fitted once, in ``__init__``). The MLP is trained epoch by epoch with
-        ``partial_fit``, which has no early stopping."""
-        clf = build_probe(self.probe, {**self._step_settings(), **params}, self.seed)[-1]
-        return clf.set_params(early_stopping=False) if self.probe == "mlp" else clf
-
-    def objective(self, params: dict[str, Any], report: Reporter) -> float:
-        clf = self.classifier(params)
-        if self.probe == "logreg":
-            clf.fit(self.xt, self.yt)
-            score = float(f1_score(self.yv, clf.predict(self.xv), average="macro", zero_division=0))
-            report(score, 0)
-            return score
-        best = 0.0
-        for epoch in range(self.max_epochs):
-            clf.partial_fit(self.xt, self.yt, classes=self.classes)
-            score = float(f1_score(self.yv, clf.predict(self.xv), average="macro", zero_division=0))
-            best = max(best, score)
-            report(score, epoch)
-        return best
-
-    def default_value(self) -> float | None:
-        """Validation macro-F1 of the probing step's own probe (trial 0 could not hold it).
-
-        The step's ``C: sweep`` (the CLIP linear-probe protocol,
-        :func:`vitrina.models.probes.sweep_logreg_c`) picks ``C`` on a split of the
-        training part only, so the validation part stays unseen, as for a trial.
-        """
-        if self.probe != "logreg" or str(self.step_params.get("C", "sweep")) != "sweep":
-            return super().default_value()
-        fit = self.train & ~self.val
-        model, info = fit_probe(
-            "logreg", self.step_params, self.x[fit], self.y[fit], self.groups[fit], seed=self.seed
-        )
-        score = float(
-            f1_score(
-                self.y[self.val], model.predict(self.x[self.val]), average="macro", zero_division=0
-            )
-        )
-        logger.info(
-            "tuning probing_logreg: the step's C sweep chose C=%g, validation macro-F1 %.4f",
-            info.get("C", float("nan")),
-            score,
-        )
-        return score
-
-    def test_score(self, params: dict[str, Any]) -> float:
-        merged = {**self.step_params, **params}
-        model, _ = fit_probe(
-            self.probe,
-            merged,
-            self.x[self.train],
-            self.y[self.train],
-            self.groups[self.train],
-            seed=self.seed,
-        )
-        proba = model.predict_proba(self.x[~self.train])
-        return classification_metrics(self.y[~self.train], proba, model.classes_)["macro_f1"]
 
 
 def _cap_epochs(

@@ -2,7 +2,7 @@
 
 The demo generator (:mod:`vitrina.demo`) draws every garment from known polygons, so the
 ground truth of a foreground segmenter is known exactly. This module replays the
-generator's seeded layout of each photo (``vitrina.demo._layout``: the same random draws in
+generator's seeded layout of each photo (:func:`vitrina.demo.drawing.layout`: the same random draws in
 the same order, so the same placement) and draws the silhouette alone::
 
     out_dir/masks/<picture stem>.png   8-bit L, 255 = garment, 0 = background, image size
@@ -24,7 +24,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from vitrina import demo
+from vitrina.demo.catalogue import generation_params
+from vitrina.demo.defects import plant_defects
+from vitrina.demo.drawing import layout
+from vitrina.demo.text import make_rows
 from vitrina.utils import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -38,16 +41,16 @@ def true_mask(style: dict[str, Any], seed: int, index: int, width: int, height: 
     """The garment mask of row ``index`` of a catalogue generated with ``seed``.
 
     Args:
-        style: The row's drawing style (from ``vitrina.demo._make_rows``).
+        style: The row's drawing style (from :func:`vitrina.demo.text.make_rows`).
         seed: The catalogue's seed; the photo's generator is ``default_rng([seed, 7, index])``,
-            as in ``vitrina.demo._build``.
+            as the catalogue's photos are drawn.
         index: Row position in the table.
         width, height: Image size in pixels.
 
     Returns:
         bool array [height, width], True on the garment.
     """
-    lay = demo._layout(style, np.random.default_rng([seed, 7, index]), width, height)
+    lay = layout(style, np.random.default_rng([seed, 7, index]), width, height)
     mask = lay["mask"].filter(ImageFilter.MaxFilter(3))
     draw = ImageDraw.Draw(mask)
     for pts, _ in lay["shape"]["accents"]:
@@ -80,23 +83,15 @@ def write_demo_masks(
     """
     folder = demo_masks_dir(out_dir)
     width, height = (int(v) for v in image_size)
-    params = {
-        "version": demo.DEMO_VERSION,
-        "n_products": int(n_products),
-        "seed": int(seed),
-        "image_size": [width, height],
-        "n_defects": int(n_defects),
-    }
+    params = generation_params(int(n_products), int(seed), (width, height), int(n_defects))
     try:
         if json.loads((folder / PARAMS_NAME).read_text(encoding="utf-8")) == params:
             return folder
     except (OSError, ValueError):
         pass
-    rows, styles = demo._make_rows(int(n_products), int(seed))
+    rows, styles = make_rows(int(n_products), int(seed))
     no_image = {
-        d["row"]
-        for d in demo._plant_defects(rows, int(n_defects), int(seed))
-        if d["kind"] in _NO_IMAGE
+        d["row"] for d in plant_defects(rows, int(n_defects), int(seed)) if d["kind"] in _NO_IMAGE
     }
     with atomic_path(folder, is_dir=True) as tmp:
         for i, style in enumerate(styles):

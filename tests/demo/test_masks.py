@@ -1,4 +1,4 @@
-"""True garment masks of the demo catalogue (vitrina.demo_masks)."""
+"""True garment masks of the demo catalogue (vitrina.demo.masks)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_masks_cover_the_drawn_garment_and_only_it(tmp_path):
 
 
 def test_masks_are_kept_when_up_to_date_and_rewritten_otherwise(tmp_path):
-    from vitrina.demo_masks import write_demo_masks
+    from vitrina.demo.masks import write_demo_masks
 
     folder = write_demo_masks(tmp_path, n_products=6, seed=2, image_size=(40, 50), n_defects=0)
     stamp = {p: p.stat().st_mtime_ns for p in folder.iterdir()}
