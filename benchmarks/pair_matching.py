@@ -140,7 +140,7 @@ def bench_search(args) -> None:
 def bench_scoring(args) -> None:
     import pandas as pd
 
-    from vitrina.datasets.embeddings import Embeddings
+    from vitrina.embeddings import Embeddings
     from vitrina.models.pair_classifier import fit_pair_matchers
 
     rng = np.random.default_rng(args.seed)

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from vitrina.datasets.embeddings import Embeddings
 from vitrina.datasets.pair_matcher import PairMatcherDataset
+from vitrina.embeddings import Embeddings
 from vitrina.models.candidates import (
     CandidateIndex,
     candidate_pairs,

@@ -11,13 +11,13 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from tests.conftest import REPO, SHARED_DATA
-from vitrina.datasets.embeddings import Embeddings
 from vitrina.datasets.er_magellan import (
     ErMagellanDataset,
     find_er_magellan,
     parse_record,
     read_er_magellan,
 )
+from vitrina.embeddings import Embeddings
 from vitrina.models.pair_classifier import limit_threads
 from vitrina.pipelines.pair_matching.adapters import (
     catalogue_pair_data,

@@ -52,7 +52,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 from tqdm.auto import tqdm
 
-from vitrina.datasets.embeddings import MODALITIES, Embeddings
+from vitrina.embeddings import MODALITIES, Embeddings
 from vitrina.models.embedders import l2_normalise
 from vitrina.utils import limit_threads
 

@@ -36,8 +36,8 @@ from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import GroupShuffleSplit
 
-from vitrina.datasets.embeddings import Embeddings
 from vitrina.datasets.er_magellan import ErMagellanData
+from vitrina.embeddings import Embeddings
 from vitrina.models.candidates import CandidateIndex
 from vitrina.models.embedders import l2_normalise
 

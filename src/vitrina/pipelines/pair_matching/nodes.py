@@ -14,8 +14,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import precision_recall_curve  # noqa: E402
 
-from vitrina.datasets.embeddings import Embeddings  # noqa: E402
 from vitrina.datasets.er_magellan import ErMagellanData  # noqa: E402
+from vitrina.embeddings import Embeddings  # noqa: E402
 from vitrina.models.candidates import (  # noqa: E402
     candidate_pairs,
     candidate_recall,
