@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.model_selection import train_test_split
-from sklearn.utils.validation import check_array, check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from vitrina.training import TrainingConfig
 
-from .metrics import check_labels
 from .mlp import EpochHook, PairwiseBinaryClassifier, batched_logits, train_pair_mlp
 
 logger = logging.getLogger(__name__)
@@ -104,10 +104,12 @@ class MLPPairEstimator(ClassifierMixin, BaseEstimator):
             (:class:`vitrina.training.TrainingConfig`; ``gradient_clip_val=None`` and
             ``patience=None`` turn clipping and early stopping off).
         monitor: ``pr_auc`` (validation average precision) or ``loss``.
-        class_weight: ``balanced`` or ``none``.
+        class_weight: ``balanced`` (positives weighted ``n_negative / n_positive``),
+            ``none``, or ``{label: weight}``.
         validation_fraction: share held out when ``fit`` gets no validation split.
 
-    Fitted attributes: ``classes_`` (``[0, 1]``), ``n_features_in_``, ``scaler_``,
+    Labels may be any two values (``classes_``, sorted; the second is the match); the
+    pipeline's are 0/1. Fitted attributes: ``classes_``, ``n_features_in_``, ``scaler_``,
     ``module_``, ``config_`` (the :class:`~vitrina.training.TrainingConfig`),
     ``history_`` (``epoch, train_loss, val_loss, val_pr_auc`` per epoch, a DataFrame),
     ``best_epoch_`` (1-based), ``pos_weight_``.
@@ -180,9 +182,14 @@ class MLPPairEstimator(ClassifierMixin, BaseEstimator):
     def _check_options(self) -> None:
         if self.monitor not in ("pr_auc", "loss"):
             raise ValueError(f"monitor must be 'pr_auc' or 'loss', got {self.monitor!r}")
-        if self.class_weight not in ("balanced", "none", None):
+        if not isinstance(self.class_weight, dict) and self.class_weight not in (
+            "balanced",
+            "none",
+            None,
+        ):
             raise ValueError(
-                f"class_weight must be 'balanced' or 'none', got {self.class_weight!r}"
+                f"class_weight must be 'balanced', 'none' or {{label: weight}}, got "
+                f"{self.class_weight!r}"
             )
         if not 0 < self.validation_fraction < 1:
             raise ValueError(
@@ -206,21 +213,28 @@ class MLPPairEstimator(ClassifierMixin, BaseEstimator):
                 raises stops training and propagates (how Optuna prunes a trial).
 
         Raises:
-            ValueError: labels other than 0/1 or one class only in ``y``; a bad option.
+            ValueError: one class only, or more than two, in ``y``; a bad option.
         """
         import pandas as pd
 
         self._check_options()
-        X = check_array(X, dtype=np.float32, ensure_all_finite="allow-nan")
-        y = check_labels(y)
-        if len(X) != len(y):
-            raise ValueError(f"X has {len(X)} rows but y has {len(y)} labels")
+        X, y = validate_data(self, X, y, dtype=np.float32, ensure_all_finite="allow-nan")
+        y = self._encode(y)
         if X_val is None:
+            n_val = max(2, round(self.validation_fraction * len(y)))
+            stratify = y if np.bincount(y).min() >= 2 else None
             X, X_val, y, y_val = train_test_split(
-                X, y, test_size=self.validation_fraction, stratify=y, random_state=self.seed
+                X, y, test_size=n_val, stratify=stratify, random_state=self.seed
             )
-        X_val = check_array(X_val, dtype=np.float32, ensure_all_finite="allow-nan")
-        y_val = np.asarray(y_val).astype(np.int64)
+        X_val = validate_data(
+            self, X_val, dtype=np.float32, ensure_all_finite="allow-nan", reset=False
+        )
+        y_val = (np.asarray(y_val) == self.classes_[1]).astype(np.int64)
+        if len(y) < 2 or y.min() == y.max():
+            raise ValueError(
+                f"{len(y)} training rows are left after holding out a validation split, "
+                "with one class: pass X_val, y_val, or more rows"
+            )
         self.config_ = TrainingConfig(
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
@@ -233,11 +247,17 @@ class MLPPairEstimator(ClassifierMixin, BaseEstimator):
             patience=self.patience,
             seed=self.seed,
         )
-        self.classes_ = np.array([0, 1])
-        self.n_features_in_ = X.shape[1]
         self.scaler_ = FeatureScaler().fit(X)
         n_pos = float(y.sum())
-        self.pos_weight_ = (len(y) - n_pos) / n_pos if self.class_weight == "balanced" else 1.0
+        if isinstance(self.class_weight, dict):
+            w = self.class_weight
+            self.pos_weight_ = float(w.get(self.classes_[1], 1.0)) / float(
+                w.get(self.classes_[0], 1.0)
+            )
+        elif self.class_weight == "balanced":
+            self.pos_weight_ = (len(y) - n_pos) / n_pos
+        else:
+            self.pos_weight_ = 1.0
         torch.manual_seed(self.seed)
         self.module_ = PairwiseBinaryClassifier(
             X.shape[1], self.hidden_size, self.n_layers, self.dropout
@@ -268,12 +288,7 @@ class MLPPairEstimator(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """``X [N, F]`` → ``float [N, 2]`` (columns: non-match, match)."""
         check_is_fitted(self, "module_")
-        X = check_array(X, dtype=np.float32, ensure_all_finite="allow-nan")
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but MLPPairEstimator is expecting "
-                f"{self.n_features_in_} features as input"
-            )
+        X = validate_data(self, X, dtype=np.float32, ensure_all_finite="allow-nan", reset=False)
         self.module_.eval()
         logits = batched_logits(self.module_, torch.from_numpy(self.scaler_.transform(X)))
         p = torch.sigmoid(logits).numpy().astype(np.float64)
@@ -281,7 +296,33 @@ class MLPPairEstimator(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """0/1 at probability 0.5 (the pair matcher uses its validation threshold)."""
-        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
+        match = self.predict_proba(X)[:, 1] >= 0.5
+        return self.classes_[match.astype(int)]
+
+    def _encode(self, y: np.ndarray) -> np.ndarray:
+        """Sets ``classes_`` (the two labels, sorted) and returns ``y`` as 0/1 ``int64``
+        (1: ``classes_[1]``, a match for pair labels 0/1).
+
+        Raises:
+            ValueError: continuous targets (``Unknown label type``), one class only, or
+                more than two classes.
+        """
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        self.classes_ = np.unique(y)
+        if len(self.classes_) < 2:
+            raise ValueError(
+                f"The training pairs hold only label {self.classes_[0] if len(y) else '-'} "
+                f"({len(y)} pairs), one class: a pair classifier needs both matches (1) and "
+                "non-matches (0)"
+            )
+        if len(self.classes_) > 2:
+            raise ValueError(
+                "Only binary classification is supported (match / non-match) by "
+                f"MLPPairEstimator; y has {len(self.classes_)} classes "
+                f"{self.classes_[:10].tolist()}"
+            )
+        return (y == self.classes_[1]).astype(np.int64)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -59,6 +59,7 @@ def save_estimator(est: Any, path: Path, stem: str) -> dict[str, Any]:
             "type": "mlp",
             "params": est.get_params(),
             "n_features": int(est.n_features_in_),
+            "classes": est.classes_.tolist(),
             "best_epoch": int(est.best_epoch_),
         }
     skops_io.dump(est, path / f"{stem}.skops")
@@ -86,7 +87,7 @@ def load_estimator(path: Path, stem: str, meta: dict[str, Any]) -> Any:
         return load_skops(path / f"{stem}.skops")
     state = torch.load(path / f"{stem}.pt", map_location="cpu", weights_only=True)
     est = MLPPairEstimator(**meta["params"])
-    est.classes_ = np.array([0, 1])
+    est.classes_ = np.asarray(meta.get("classes", [0, 1]))
     est.n_features_in_ = int(meta["n_features"])
     est.module_ = PairwiseBinaryClassifier(
         est.n_features_in_, est.hidden_size, est.n_layers, est.dropout
