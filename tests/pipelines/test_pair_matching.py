@@ -18,8 +18,7 @@ from vitrina.datasets.er_magellan import (
     read_er_magellan,
 )
 from vitrina.embeddings import Embeddings
-from vitrina.models.pair_classifier import limit_threads
-from vitrina.pipelines.pair_matching.adapters import (
+from vitrina.models.pair_matching import (
     catalogue_pair_data,
     clean_pairs,
     competition_pair_data,
@@ -31,6 +30,7 @@ from vitrina.pipelines.pair_matching.adapters import (
 )
 from vitrina.pipelines.pair_matching.nodes import train_pair_matchers
 from vitrina.pipelines.pair_matching.pipeline import configured_source, create_pipeline
+from vitrina.utils import limit_threads
 
 FAST = {
     "threads": 1,
@@ -43,7 +43,7 @@ FAST = {
         "mlp": {
             "type": "mlp",
             "model": {"hidden_size": 32, "n_layers": 1},
-            "train": {"max_epochs": 8, "patience": 8, "batch_size": 128, "lr": 0.01},
+            "train": {"max_epochs": 8, "patience": 8, "batch_size": 128, "learning_rate": 0.01},
         },
         "hist_gbdt": {"type": "hist_gbdt", "params": {"max_iter": 30}},
     },

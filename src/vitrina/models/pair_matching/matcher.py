@@ -131,6 +131,8 @@ class PairMatcher:
         path = Path(path)
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         if config.get("format") != FORMAT:
+            if (path / "features.joblib").is_file():
+                load_skops(path / "features.skops")  # raises: pickled files are not loaded
             raise ValueError(
                 f"{path} holds a pair matcher of format {config.get('format')!r}, written by "
                 f"an older Vitrina (this one reads format {FORMAT}): train it again "
