@@ -44,6 +44,14 @@ class BenchmarkData(Protocol):
     attributes: list[str]
 
 
+def _pair_columns(
+    names: dict[str, str] | None, defaults: tuple[str, str, str]
+) -> tuple[str, str, str]:
+    """The source's ``(left, right, label)`` column names: ``names`` over ``defaults``."""
+    names = names or {}
+    return tuple(names.get(k, d) for k, d in zip(("left", "right", "label"), defaults, strict=True))
+
+
 # ---------------------------------------------------------------------- layout 1
 def competition_pair_data(
     text_items: pd.DataFrame, image_items: pd.DataFrame, pairs: pd.DataFrame, params: dict[str, Any]
@@ -98,18 +106,8 @@ def competition_pair_data(
         .reset_index()
     )
     excluded = np.asarray(sorted(all_ids - set(both)))
-    cols = cfg.get("pairs", {})
-    clean = clean_pairs(
-        pairs,
-        emb.ids,
-        excluded,
-        columns=(
-            cols.get("left", "variantid1"),
-            cols.get("right", "variantid2"),
-            cols.get("label", "target"),
-        ),
-        report=report,
-    )
+    columns = _pair_columns(cfg.get("pairs"), ("variantid1", "variantid2", "target"))
+    clean = clean_pairs(pairs, emb.ids, excluded, columns=columns, report=report)
     return PairData(items=items, embeddings=emb, pairs=clean, report=report)
 
 
@@ -130,18 +128,8 @@ def products_pair_data(
     items = products.assign(item_id=products["product_id"].astype(str))
     items = items[items["item_id"].isin(set(embeddings.ids))]
     emb = embeddings.align(items["item_id"])
-    cols = params.get("pairs", {})
-    clean = clean_pairs(
-        pairs,
-        emb.ids,
-        None,
-        columns=(
-            cols.get("left", "left_id"),
-            cols.get("right", "right_id"),
-            cols.get("label", "label"),
-        ),
-        report=report,
-    )
+    columns = _pair_columns(params.get("pairs"), ("left_id", "right_id", "label"))
+    clean = clean_pairs(pairs, emb.ids, None, columns=columns, report=report)
     return PairData(
         items=items.drop(columns=["product_id"]).reset_index(drop=True).pipe(_id_first),
         embeddings=emb,

@@ -190,86 +190,74 @@ def fit_pair_matchers(
         ValueError: the training pairs hold one class only; an unknown classifier type.
     """
     with limit_threads(threads):
-        return _fit_pair_matchers(train, val, items, embeddings, features, classifiers, seed)
-
-
-def _fit_pair_matchers(
-    train: pd.DataFrame,
-    val: pd.DataFrame,
-    items: pd.DataFrame | None,
-    embeddings: Embeddings | None,
-    features: FeatureConfig | dict[str, Any],
-    classifiers: dict[str, dict[str, Any]],
-    seed: int,
-) -> tuple[dict[str, PairMatcher], dict[str, pd.DataFrame]]:
-    check_labels(train["label"].to_numpy())
-    builder = fit_feature_builder(train, items, embeddings, features)
-    x_tr = builder.transform(train["left_id"], train["right_id"], items, embeddings)
-    x_va = builder.transform(val["left_id"], val["right_id"], items, embeddings)
-    y_tr, y_va = train["label"].to_numpy().astype(int), val["label"].to_numpy().astype(int)
-    matchers, histories = {}, {}
-    active = {n: s for n, s in classifiers.items() if s is not None}  # null switches one off
-    ordered = sorted(active, key=lambda n: (active[n] or {}).get("type") == "ensemble")
-    for name in ordered:  # ensembles last, whatever the configured order
-        spec = dict(active[name])
-        kind = spec.pop("type", name)
-        if kind == "mlp":
-            est: Any = MLPPairEstimator.from_blocks(
-                spec.get("model"), {"seed": seed, **(spec.get("train") or {})}
-            )
-            est.fit(x_tr, y_tr, X_val=x_va, y_val=y_va)
-            histories[name] = est.history_
-            matcher_kind = "mlp"
-        elif kind == "ensemble":
-            names = list(spec.get("members") or [n for n in matchers])
-            missing = [n for n in names if n not in matchers]
-            if missing:
-                raise ValueError(
-                    f"Ensemble {name!r} names members {missing} that are not trained "
-                    f"classifiers ({list(matchers)})"
+        check_labels(train["label"].to_numpy())
+        builder = fit_feature_builder(train, items, embeddings, features)
+        x_tr = builder.transform(train["left_id"], train["right_id"], items, embeddings)
+        x_va = builder.transform(val["left_id"], val["right_id"], items, embeddings)
+        y_tr, y_va = train["label"].to_numpy().astype(int), val["label"].to_numpy().astype(int)
+        matchers, histories = {}, {}
+        active = {n: s for n, s in classifiers.items() if s is not None}  # null switches one off
+        ordered = sorted(active, key=lambda n: (active[n] or {}).get("type") == "ensemble")
+        for name in ordered:  # ensembles last, whatever the configured order
+            spec = dict(active[name])
+            kind = spec.pop("type", name)
+            if kind == "mlp":
+                est: Any = MLPPairEstimator.from_blocks(
+                    spec.get("model"), {"seed": seed, **(spec.get("train") or {})}
                 )
-            est = EnsembleEstimator.of_fitted(
-                {n: matchers[n].estimator for n in names}, spec.get("weights")
+                est.fit(x_tr, y_tr, X_val=x_va, y_val=y_va)
+                histories[name] = est.history_
+                matcher_kind = "mlp"
+            elif kind == "ensemble":
+                names = list(spec.get("members") or [n for n in matchers])
+                missing = [n for n in names if n not in matchers]
+                if missing:
+                    raise ValueError(
+                        f"Ensemble {name!r} names members {missing} that are not trained "
+                        f"classifiers ({list(matchers)})"
+                    )
+                est = EnsembleEstimator.of_fitted(
+                    {n: matchers[n].estimator for n in names}, spec.get("weights")
+                )
+                histories[name] = pd.DataFrame()
+                matcher_kind = "ensemble"
+            elif kind in ("hist_gbdt", "logreg"):
+                est = fit_baseline(
+                    build_baseline(kind, spec.get("params"), seed=seed), x_tr, y_tr, x_va, y_va
+                )
+                histories[name] = pd.DataFrame()
+                matcher_kind = "baseline"
+            else:
+                raise ValueError(
+                    f"Unknown classifier type {kind!r} for {name!r}; expected mlp, hist_gbdt, "
+                    "logreg or ensemble"
+                )
+            val_scores = est.predict_proba(x_va)[:, 1]
+            threshold, val_f1 = select_threshold(y_va, val_scores)
+            matchers[name] = PairMatcher(
+                builder=builder,
+                estimator=est,
+                kind=matcher_kind,
+                threshold=threshold,
+                info={
+                    "classifier": name,
+                    "type": kind,
+                    "val_f1": val_f1,
+                    "val_pr_auc": float(average_precision_score(y_va, val_scores))
+                    if 0 < y_va.sum() < len(y_va)
+                    else math.nan,
+                    "n_train": int(len(y_tr)),
+                    "n_train_positive": int(y_tr.sum()),
+                    "n_val": int(len(y_va)),
+                    "n_features": int(x_tr.shape[1]),
+                },
             )
-            histories[name] = pd.DataFrame()
-            matcher_kind = "ensemble"
-        elif kind in ("hist_gbdt", "logreg"):
-            est = fit_baseline(
-                build_baseline(kind, spec.get("params"), seed=seed), x_tr, y_tr, x_va, y_va
+            logger.info(
+                "pair matcher %s: validation F1 %.4f at threshold %.3f (%d train pairs, %d features)",
+                name,
+                val_f1,
+                threshold,
+                len(y_tr),
+                x_tr.shape[1],
             )
-            histories[name] = pd.DataFrame()
-            matcher_kind = "baseline"
-        else:
-            raise ValueError(
-                f"Unknown classifier type {kind!r} for {name!r}; expected mlp, hist_gbdt, "
-                "logreg or ensemble"
-            )
-        val_scores = est.predict_proba(x_va)[:, 1]
-        threshold, val_f1 = select_threshold(y_va, val_scores)
-        matchers[name] = PairMatcher(
-            builder=builder,
-            estimator=est,
-            kind=matcher_kind,
-            threshold=threshold,
-            info={
-                "classifier": name,
-                "type": kind,
-                "val_f1": val_f1,
-                "val_pr_auc": float(average_precision_score(y_va, val_scores))
-                if 0 < y_va.sum() < len(y_va)
-                else math.nan,
-                "n_train": int(len(y_tr)),
-                "n_train_positive": int(y_tr.sum()),
-                "n_val": int(len(y_va)),
-                "n_features": int(x_tr.shape[1]),
-            },
-        )
-        logger.info(
-            "pair matcher %s: validation F1 %.4f at threshold %.3f (%d train pairs, %d features)",
-            name,
-            val_f1,
-            threshold,
-            len(y_tr),
-            x_tr.shape[1],
-        )
-    return matchers, histories
+        return matchers, histories
