@@ -414,7 +414,7 @@ def test_defaults_outside_the_space_are_scored_once_per_study(pair_data, tmp_pat
 
 def test_a_targets_own_pruner_replaces_the_global_one(pair_data, tmp_path):
     parameters, data_dir = pair_step_dir(pair_data, tmp_path)
-    space = {"train.lr": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True}}
+    space = {"train.learning_rate": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True}}
 
     def study_pruner(target_pruner, name):
         config = {"data_dir": str(data_dir), "max_epochs": 2, "space": space}

@@ -95,7 +95,13 @@ class MLPPairEstimator(ClassifierMixin, BaseEstimator):
     (:mod:`vitrina.training`: AdamW groups, warm-up + cosine schedule, precision rules,
     gradient clipping, early stopping, per-epoch seeded order) instead of a loop of its
     own, and stays an estimator because the trainer lives only inside ``fit``: the
-    fitted estimator holds a plain ``nn.Module`` (``module_``), no trainer and no files.
+    fitted estimator holds a plain ``nn.Module`` (``module_``), no trainer and no files,
+    and passes ``sklearn.utils.estimator_checks.check_estimator``. The cost, measured on
+    ER-Magellan Abt-Buy (5,743 training pairs, 310 features, batch 128, one thread, 2
+    shared EPYC cores with avx512_bf16): an epoch takes 0.65–0.69 s against 0.39–0.43 s
+    for the former hand-written loop (Lightning's per-step hooks); the whole benchmark
+    dataset (features, MLP, gradient boosting) took 66 s against 79 s and 56 s for the
+    former code in the same run, within the machine's load noise. Worth it for one engine.
 
     Args:
         hidden_size, n_layers, dropout: :class:`.mlp.PairwiseBinaryClassifier`.

@@ -30,6 +30,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from sklearn.metrics import average_precision_score
 from torch import nn
+from torch.nn import functional as F
 
 from vitrina.training import TrainingConfig, check_finite, resolve_precision
 from vitrina.training.data import epoch_order
@@ -160,14 +161,19 @@ class PairMLPTask(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._val_logits.append(self.net(batch[0]).float().detach())
+        self._val_logits.append(self.net(batch[0]).float().detach().cpu())
 
     def on_validation_epoch_end(self) -> None:
         logits = torch.cat(self._val_logits) if self._val_logits else torch.zeros(0)
         self._val_logits = []
         y = self.y_val
         yt = torch.from_numpy(y.astype(np.float32))
-        val_loss = float(self.loss_fn(logits, yt)) if len(y) else math.nan
+        pos_weight = self.loss_fn.pos_weight.detach().cpu()
+        val_loss = (
+            float(F.binary_cross_entropy_with_logits(logits, yt, pos_weight=pos_weight))
+            if len(y)
+            else math.nan
+        )
         scores = torch.sigmoid(logits).numpy()
         both = 0 < y.sum() < len(y)
         val_ap = float(average_precision_score(y, scores)) if both else math.nan
