@@ -6,8 +6,8 @@ and picks the F1-optimal threshold on ``valid``, and scores ``test``, with what 
 offline (no pretrained language model):
 
 * item embeddings learnt on the training records: TF-IDF word 1-2-grams + character
-  3-5-grams → LSA (:func:`vitrina.pipelines.pair_matching.adapters.text_embeddings_lsa`);
-* pair features (:class:`vitrina.models.pair_classifier.PairFeatureBuilder`): ``|a-b|``,
+  3-5-grams → LSA (:func:`vitrina.models.pair_matching.text_embeddings_lsa`);
+* pair features (:class:`vitrina.models.pair_matching.PairFeatureBuilder`): ``|a-b|``,
   ``a*b``, cosine of the LSA vectors; per attribute token Jaccard/containment, IDF-weighted
   overlap, fuzzy ratios; on the whole record word and character TF-IDF cosine,
   model-number overlap, shared numbers; price log-difference;
@@ -52,7 +52,7 @@ CLASSIFIERS = {
         "type": "mlp",
         "model": {"hidden_size": 256, "n_layers": 2, "dropout": 0.3},
         "train": {
-            "lr": 1e-3,
+            "learning_rate": 1e-3,
             "weight_decay": 1e-4,
             "batch_size": 128,
             "max_epochs": 80,
@@ -77,8 +77,11 @@ def run_dataset(path: Path, root: Path, seed: int, lsa_dim: int) -> dict:
     import numpy as np
 
     from vitrina.datasets.er_magellan import read_er_magellan
-    from vitrina.models.pair_classifier import binary_metrics, fit_pair_matchers
-    from vitrina.pipelines.pair_matching.adapters import er_magellan_pair_data
+    from vitrina.models.pair_matching import (
+        binary_metrics,
+        er_magellan_pair_data,
+        fit_pair_matchers,
+    )
 
     start = time.perf_counter()
     name = path.relative_to(root).as_posix()
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     from vitrina.datasets.er_magellan import find_er_magellan
-    from vitrina.models.pair_classifier import limit_threads
+    from vitrina.utils import limit_threads
 
     root = Path(args.data_dir)
     folders = find_er_magellan(root)

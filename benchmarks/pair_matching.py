@@ -1,12 +1,12 @@
 """Speed of pair matching: candidate search over 1,000,000 vectors and pair scoring.
 
 * Candidate search: ``N`` synthetic 512-d vectors (clustered: ``N / 20`` centres plus
-  noise, so neighbours mean something), indexed by :class:`vitrina.models.candidates.
+  noise, so neighbours mean something), indexed by :class:`vitrina.models.pair_matching.
   CandidateIndex` as the pipeline does above ``exact_max`` (IVF by default, HNSW with
   ``--index hnsw``); the time to build the index, the time per top-``k`` query (measured on
   ``--queries`` of the vectors, extrapolated to all ``N``: a full self-join is
   ``N`` queries), and recall@k against exact search on a sample.
-* Pair scoring: a :class:`vitrina.models.pair_classifier.PairMatcher` (MLP and gradient
+* Pair scoring: a :class:`vitrina.models.pair_matching.PairMatcher` (MLP and gradient
   boosting) trained on synthetic text + image embeddings (512-d each, the pipeline's
   features: ``|a-b|``, ``a*b``, cosine per modality) scores ``--pairs`` pairs; pairs per
   second, feature building included. ``--strings`` adds the string features on titles.
@@ -59,7 +59,7 @@ def peak_rss_gib() -> float:
 
 
 def bench_search(args) -> None:
-    from vitrina.models.candidates import CandidateIndex
+    from vitrina.models.pair_matching import CandidateIndex
 
     t = time.perf_counter()
     x = synthetic_vectors(args.n, args.dim, args.seed)
@@ -108,7 +108,7 @@ def bench_search(args) -> None:
         return
     import faiss
 
-    from vitrina.models.candidates import normalise
+    from vitrina.models.pair_matching.candidates import normalise
 
     m = min(args.recall_queries, n_q)
     t = time.perf_counter()
@@ -140,8 +140,8 @@ def bench_search(args) -> None:
 def bench_scoring(args) -> None:
     import pandas as pd
 
-    from vitrina.datasets.embeddings import Embeddings
-    from vitrina.models.pair_classifier import fit_pair_matchers
+    from vitrina.embeddings import Embeddings
+    from vitrina.models.pair_matching import fit_pair_matchers
 
     rng = np.random.default_rng(args.seed)
     n_items, dim = 20_000, args.dim

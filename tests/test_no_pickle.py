@@ -10,11 +10,11 @@ import torch
 from kedro.io import DatasetError
 
 from tests.conftest import REPO
+from tests.models.pair_matching.toys import SMALL_GBDT, toy, toy_pairs
 from tests.models.test_captioner import _train
-from tests.models.test_pair_classifier import SMALL_GBDT, toy, toy_pairs
 from vitrina.datasets.pair_matcher import PairMatcherDataset
 from vitrina.models.captioner_training import STATE_FILE, TrainingConfig
-from vitrina.models.pair_classifier import fit_pair_matchers
+from vitrina.models.pair_matching import fit_pair_matchers
 
 
 class Payload:

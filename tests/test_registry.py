@@ -11,15 +11,16 @@ import pytest
 import skops.io
 from mlflow import MlflowClient
 
+from tests.models.pair_matching.toys import SMALL_MLP, toy, toy_pairs
 from tests.models.test_clip_training import make_checkpoint, make_pairs
-from tests.models.test_pair_classifier import SMALL_MLP, toy, toy_pairs
 from tests.test_no_pickle import Payload
 from vitrina.models.embedders import embedder_from_ruclip_bundle
-from vitrina.models.pair_classifier import fit_pair_matchers, limit_threads
+from vitrina.models.pair_matching import fit_pair_matchers
 from vitrina.models.ruclip import load_ruclip
 from vitrina.pipelines.clip_finetune.nodes import register_finetuned_clip
-from vitrina.pipelines.pair_matching.nodes import register_pair_matcher_model
+from vitrina.pipelines.pair_matching.reporting import register_pair_matcher_model
 from vitrina.registry import pip_requirements, registered_model_name
+from vitrina.utils import limit_threads
 
 SETTINGS = {"register_models": True, "model_name_prefix": "vitrina-test"}
 
@@ -128,7 +129,8 @@ def test_pair_classifier_is_registered_with_its_items_and_scores_pairs(store):
         model.predict(pd.DataFrame({"left_id": ["P0000"]}))
 
     # no pickle in the registered model: a tampered skops file is refused on load
-    stored = list((store_root := Path.cwd() / "artifacts").rglob("features.*"))
+    store_root = Path.cwd() / "artifacts"  # (the logged code has a features.py of its own)
+    stored = [p for p in store_root.rglob("features.*") if p.parent.name == "matcher"]
     assert [p.suffix for p in stored] == [".skops"], stored
     assert not [p for p in store_root.rglob("*") if p.suffix in (".pkl", ".joblib", ".pickle")]
     skops.io.dump({"x": Payload(Path.cwd() / "marker")}, stored[0])

@@ -105,6 +105,10 @@ def test_the_shipped_parameters_of_every_environment_are_valid(kedro_project, ca
         ({"clip_finetune": {"train": {"epochs": 0}}}, "epochs must be >= 1"),
         ({"captioning": {"model": "huge"}}, "captioning.model 'huge' is not in captioning.models"),
         ({"pair_matching": {"source": "csv"}}, "pair_matching.source = 'csv'"),
+        (
+            {"pair_matching": {"classifiers": {"mlp": {"type": "mlp", "train": {"lr": 0.1}}}}},
+            "classifiers.mlp: pair MLP train.lr is now train.learning_rate",
+        ),
         ({"tuning": {"target": "everything"}}, "Unknown tuning target 'everything'"),
     ],
 )

@@ -6,7 +6,7 @@ ranges and choices; where a step already has a config dataclass that validates i
 (``clip_finetune.train``: :class:`~vitrina.models.clip_training.TrainConfig`, the
 captioner's :class:`~vitrina.models.captioner.CaptionerConfig` and
 :class:`~vitrina.models.captioner_training.TrainingConfig`, the pair features'
-:class:`~vitrina.models.pair_classifier.FeatureConfig`, the tuning plan), the model calls
+:class:`~vitrina.models.pair_matching.FeatureConfig` and MLP blocks, the tuning plan), the model calls
 it, so a rule lives in one place. Keys a model does not name are allowed (pipelines being
 written add keys) and reported as possible typos. Cross-checks that need the run's other
 parameters or its catalogue read them from the validation context
@@ -367,7 +367,7 @@ class PairMatchingParams(Schema):
 
     @model_validator(mode="after")
     def _names(self) -> PairMatchingParams:
-        from vitrina.models.pair_classifier import FeatureConfig
+        from vitrina.models.pair_matching import FeatureConfig, MLPPairEstimator
 
         for name, spec in self.variants.items():
             features = {**self.features, **(spec or {})}
@@ -377,6 +377,12 @@ class PairMatchingParams(Schema):
                 _dataclass_check(lambda f: FeatureConfig(**f), features)
             except ValueError as exc:
                 raise ValueError(f"variants.{name}: {exc}") from exc
+        for name, spec in self.classifiers.items():
+            if spec and spec.get("type", name) == "mlp":
+                try:
+                    MLPPairEstimator.from_blocks(spec.get("model"), spec.get("train"))
+                except ValueError as exc:
+                    raise ValueError(f"classifiers.{name}: {exc}") from exc
         if self.primary_variant is not None and self.primary_variant not in self.variants:
             raise ValueError(
                 f"primary_variant {self.primary_variant!r} is not in variants {sorted(self.variants)}"

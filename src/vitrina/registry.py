@@ -9,7 +9,7 @@ false) the ``clip_finetune`` and ``pair_matching`` pipelines log their model as 
   and/or an ``image_path`` column and returns ``text_embedding`` / ``image_embedding``
   (L2-normalised float lists), the embeddings pipeline's vectors.
 * ``<prefix>-pair-classifier`` (kind ``pair_matcher``): the kept
-  :class:`~vitrina.models.pair_classifier.PairMatcher` (feature builder, classifier,
+  :class:`~vitrina.models.pair_matching.PairMatcher` (feature builder, classifier,
   threshold) with the items and embeddings it was trained on. ``predict`` takes
   ``left_id, right_id`` of catalogue items and returns ``score`` (match probability)
   and ``match`` (``score >= threshold``).
@@ -114,7 +114,7 @@ def python_model_class() -> type:
                 self.classifier = ImageClassifier.load(context.artifacts["model"])
             elif self.kind == "pair_matcher":
                 from vitrina.datasets.embeddings import EmbeddingsDataset
-                from vitrina.models.pair_classifier import PairMatcher
+                from vitrina.models.pair_matching import PairMatcher
 
                 self.matcher = PairMatcher.load(context.artifacts["matcher"])
                 items = pd.read_parquet(context.artifacts["items"])
@@ -322,7 +322,7 @@ def register_pair_matcher(
     """Register a pair matcher as ``<prefix>-pair-classifier`` when ``register_models``.
 
     Args:
-        matcher: the kept :class:`~vitrina.models.pair_classifier.PairMatcher`.
+        matcher: the kept :class:`~vitrina.models.pair_matching.PairMatcher`.
         items: ``pair_items`` (``item_id`` + item columns) it scores.
         embeddings: ``pair_item_embeddings``.
         settings: the ``mlflow`` parameters.

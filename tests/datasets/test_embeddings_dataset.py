@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from kedro.io import DatasetError
 
-from vitrina.datasets.embeddings import Embeddings, EmbeddingsDataset
+from vitrina.datasets.embeddings import EmbeddingsDataset
+from vitrina.embeddings import Embeddings
 
 
 def sample(n=4, d=3):

@@ -11,26 +11,18 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from tests.conftest import REPO, SHARED_DATA
-from vitrina.datasets.embeddings import Embeddings
 from vitrina.datasets.er_magellan import (
-    ErMagellanDataset,
     find_er_magellan,
-    parse_record,
     read_er_magellan,
 )
-from vitrina.models.pair_classifier import limit_threads
-from vitrina.pipelines.pair_matching.adapters import (
+from vitrina.embeddings import Embeddings
+from vitrina.models.pair_matching import (
     catalogue_pair_data,
-    clean_pairs,
-    competition_pair_data,
-    er_magellan_pair_data,
     finalise,
-    products_pair_data,
-    split_pairs,
-    vectors_from_column,
 )
 from vitrina.pipelines.pair_matching.nodes import train_pair_matchers
 from vitrina.pipelines.pair_matching.pipeline import configured_source, create_pipeline
+from vitrina.utils import limit_threads
 
 FAST = {
     "threads": 1,
@@ -43,7 +35,7 @@ FAST = {
         "mlp": {
             "type": "mlp",
             "model": {"hidden_size": 32, "n_layers": 1},
-            "train": {"max_epochs": 8, "patience": 8, "batch_size": 128, "lr": 0.01},
+            "train": {"max_epochs": 8, "patience": 8, "batch_size": 128, "learning_rate": 0.01},
         },
         "hist_gbdt": {"type": "hist_gbdt", "params": {"max_iter": 30}},
     },
@@ -110,48 +102,6 @@ def reasons(report) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------------- bad input
-def test_clean_pairs_drops_and_counts_self_and_duplicate_pairs():
-    pairs = pd.DataFrame(
-        {"a": ["x", "x", "y", "z", "y"], "b": ["y", "x", "x", "y", "z"], "t": [1, 0, 0, 1, 1]}
-    )
-    report = []
-    out = clean_pairs(pairs, np.array(["x", "y", "z"]), columns=("a", "b", "t"), report=report)
-    assert out[["left_id", "right_id", "label"]].values.tolist() == [["x", "y", 1], ["z", "y", 1]]
-    r = reasons(report)
-    assert r["self_pairs"] == 1 and r["duplicate_pairs"] == 2
-    assert "1 with conflicting labels" in report[1]["detail"]
-
-
-def test_clean_pairs_names_unknown_ids():
-    pairs = pd.DataFrame(
-        {"left_id": ["a", "b", "q1"], "right_id": ["q2", "a", "q3"], "label": [1, 0, 1]}
-    )
-    with pytest.raises(
-        ValueError,
-        match=r"3 ids in the pairs table have no item or embedding \(e.g. \['q1', 'q2', 'q3'\]\)",
-    ):
-        clean_pairs(pairs, np.array(["a", "b"]))
-    with pytest.raises(ValueError, match="labels must be 0/1"):
-        clean_pairs(
-            pairs.assign(label=[1, 2, 0], right_id=["b", "a", "a"], left_id=["a", "b", "b"]),
-            np.array(["a", "b"]),
-        )
-
-
-def test_vectors_from_column_excludes_nan_and_refuses_mixed_dimensions():
-    table = pd.DataFrame(
-        {
-            "id": [1, 2, 3, 4],
-            "emb": [np.ones(4), np.array([1.0, np.nan, 0, 0]), None, np.zeros(4)],
-        }
-    )
-    ids, x, bad = vectors_from_column(table, "id", "emb")
-    assert ids.tolist() == ["1", "4"] and x.shape == (2, 4) and x.dtype == np.float32 and bad == 2
-    table.loc[3, "emb"] = np.zeros(3)
-    with pytest.raises(ValueError, match=r"mixes dimensions \[3, 4\]"):
-        vectors_from_column(table, "id", "emb")
-
-
 def test_one_class_training_set_is_a_clear_error():
     products, emb = catalogue(30)
     data = finalise(catalogue_pair_data(products, emb, params()), params())
@@ -161,109 +111,8 @@ def test_one_class_training_set_is_a_clear_error():
 
 
 # ---------------------------------------------------------------------- layout 1
-def test_competition_layout(tmp_path):
-    rng = np.random.default_rng(0)
-    n = 60
-    ids = np.arange(1000, 1000 + n)
-    text = rng.normal(size=(n, 6))
-    image = rng.normal(size=(n, 5))
-    text_items = pd.DataFrame(
-        {"variantid": ids, "name": [f"item {i}" for i in ids], "name_bert_64": list(text)}
-    )
-    text_items.at[3, "name_bert_64"] = np.full(6, np.nan)  # excluded and counted
-    # one vector per picture: the first is used
-    image_items = pd.DataFrame(
-        {"variantid": ids, "main_pic_embeddings_resnet_v1": [[v, v * 0] for v in image]}
-    )
-    pairs = pd.DataFrame(
-        {
-            "variantid1": ids[:40],
-            "variantid2": np.r_[ids[1:40], ids[0]],
-            "target": (np.arange(40) % 3 == 0).astype(int),
-        }
-    )
-    pairs.loc[len(pairs)] = [ids[5], ids[5], 1]  # self-pair
-    pairs.loc[len(pairs)] = [ids[7], ids[6], 0]  # duplicate in the other order
-    # parquet round trip: embedding columns hold arrays, as in the competition files
-    for name, df in {"t": text_items, "i": image_items, "p": pairs}.items():
-        df.to_parquet(tmp_path / f"{name}.parquet")
-    t, i, p = (pd.read_parquet(tmp_path / f"{x}.parquet") for x in "tip")
-    cfg = params()["competition"]
-    data = competition_pair_data(t, i, p, cfg)
-    assert data.embeddings.text.shape == (n - 1, 6) and data.embeddings.image.shape == (n - 1, 5)
-    np.testing.assert_allclose(data.embeddings.image[0], image[0], rtol=1e-6)
-    r = reasons(data.report)
-    assert r["nan_text_embeddings"] == 1 and r["self_pairs"] == 1 and r["duplicate_pairs"] == 1
-    assert r["pairs_with_excluded_item"] == 2  # both pairs touching item 1003
-    assert list(data.items.columns) == ["item_id", "name"]
-    out = finalise(data, params())
-    assert set(out.pairs["split"]) == {"train", "val", "test"}
-
-    bad = t.copy()
-    bad.at[10, "name_bert_64"] = np.zeros(7)
-    with pytest.raises(ValueError, match="mixes dimensions"):
-        competition_pair_data(bad, i, p, cfg)
-    unknown = p.copy()
-    unknown.loc[len(unknown)] = [99999, 1000, 1]
-    with pytest.raises(ValueError, match=r"1 ids in the pairs table have no item .*'99999'"):
-        competition_pair_data(t, i, unknown, cfg)
-
-
 # ---------------------------------------------------------------------- layout 2
-def test_products_layout_and_grouped_split():
-    products, emb = catalogue(60)
-    rng = np.random.default_rng(1)
-    ids = emb.ids
-    pairs = pd.DataFrame(
-        {
-            "left_id": rng.choice(ids, 150),
-            "right_id": rng.choice(ids, 150),
-            "label": rng.integers(0, 2, 150),
-        }
-    )
-    data = products_pair_data(
-        products.iloc[:-1], emb, pairs[~pairs.isin([ids[-1]]).any(axis=1)], params()
-    )
-    assert len(data.embeddings) == len(products) - 1
-    assert (
-        "title" in data.items.columns
-        and data.items["item_id"].tolist() == data.embeddings.ids.tolist()
-    )
-    with pytest.raises(ValueError, match="have no item or embedding"):
-        products_pair_data(products.iloc[:-1], emb, pairs.assign(left_id=ids[-1]), params())
-
-
-def test_split_pairs_never_puts_an_item_on_two_sides():
-    rng = np.random.default_rng(0)
-    # many small components: split by component
-    pairs = pd.DataFrame(
-        {
-            "left_id": [f"a{i}" for i in range(300)],
-            "right_id": [f"b{i % 150}" for i in range(300)],
-            "label": rng.integers(0, 2, 300),
-        }
-    )
-    report = []
-    out = split_pairs(pairs, 0.2, 0.1, seed=0, report=report)
-    assert reasons(report)["cross_split_pairs"] == 0 and len(out) == 300
-    _assert_disjoint(out)
-    assert 0.1 < (out["split"] == "test").mean() < 0.3
-    # one giant component (a chain): items split at random, crossing pairs dropped
-    chain = pd.DataFrame(
-        {
-            "left_id": [f"c{i}" for i in range(400)],
-            "right_id": [f"c{i + 1}" for i in range(400)],
-            "label": rng.integers(0, 2, 400),
-        }
-    )
-    report = []
-    out = split_pairs(chain, 0.2, 0.1, seed=0, report=report)
-    dropped = reasons(report)["cross_split_pairs"]
-    assert dropped > 0 and len(out) == 400 - dropped
-    _assert_disjoint(out)
-
-
-def _assert_disjoint(pairs: pd.DataFrame) -> None:
+def assert_disjoint(pairs: pd.DataFrame) -> None:
     side = pd.concat(
         [
             pairs[["left_id", "split"]].set_axis(["id", "split"], axis=1),
@@ -291,27 +140,6 @@ def write_er(tmp_path, n=40):
     return lines
 
 
-def test_er_magellan_reader_and_adapter(tmp_path):
-    assert parse_record("COL title VAL a b COL price VAL  ") == {"title": "a b", "price": ""}
-    with pytest.raises(ValueError, match="not a 'COL"):
-        parse_record("title: a")
-    write_er(tmp_path)
-    data = read_er_magellan(tmp_path)
-    assert data.attributes == ["title", "price"]
-    assert data.pairs.groupby("split").size().to_dict() == {"test": 20, "train": 40, "val": 20}
-    assert data.items["item_id"].is_unique and set(data.items["side"]) == {"left", "right"}
-    prepared = finalise(
-        er_magellan_pair_data(data, {"lsa": {"n_components": 8, "exclude_fields": ["price"]}}), {}
-    )
-    assert prepared.embeddings.text.shape == (len(data.items), 8)
-    assert prepared.embeddings.image.shape == (len(data.items), 0)
-    ds = ErMagellanDataset(str(tmp_path))
-    assert ds.load().pairs.equals(data.pairs) and ds.preview()["data"][0][0] == "train"
-    (tmp_path / "test.txt").write_text("only one field\n")
-    with pytest.raises(ValueError, match=r"test.txt:1: expected"):
-        read_er_magellan(tmp_path)
-
-
 @pytest.mark.integration
 @pytest.mark.skipif(
     not (SHARED_DATA / "er_magellan").is_dir(), reason="../shared/data/er_magellan not found"
@@ -325,25 +153,6 @@ def test_er_magellan_shared_data_reads():
 
 
 # ---------------------------------------------------------------------- layout 4
-def test_catalogue_pairs_from_groups():
-    products, emb = catalogue(120)
-    p = params()
-    data = finalise(catalogue_pair_data(products, emb, p), p)
-    pairs, items = data.pairs, data.items.set_index("item_id")
-    _assert_disjoint(pairs)
-    same = (
-        items.loc[pairs["left_id"], "group_id"].to_numpy()
-        == items.loc[pairs["right_id"], "group_id"].to_numpy()
-    )
-    assert (same == pairs["label"].astype(bool)).all()  # 1 exactly when group_id is shared
-    n_true = sum(k * (k - 1) // 2 for k in products["group_id"].value_counts())
-    assert pairs["label"].sum() == n_true  # every same-group pair (groups are small)
-    assert (pairs["left_id"] < pairs["right_id"]).all() and not pairs.duplicated(
-        ["left_id", "right_id"]
-    ).any()
-    assert set(pairs["split"]) == {"train", "val", "test"}
-
-
 def test_configured_source_reads_parameters(tmp_path):
     (tmp_path / "base").mkdir()
     (tmp_path / "er").mkdir()
@@ -486,7 +295,7 @@ def test_competition_and_pairs_pipelines_end_to_end(tmp_path):
         pair_matching_pairs=pd.read_parquet(tmp_path / "p.parquet"),
         **{"params:pair_matching": {**p, "source": "competition"}},
     )
-    _assert_disjoint(out["pair_splits"])
+    assert_disjoint(out["pair_splits"])
     assert out["pair_matching_metrics"]["f1"].max() > 0.8
     # layout 2: products + embeddings + pairs
     out = run(
@@ -496,6 +305,6 @@ def test_competition_and_pairs_pipelines_end_to_end(tmp_path):
         pair_matching_pairs=pairs,
         **{"params:pair_matching": {**p, "source": "pairs"}},
     )
-    _assert_disjoint(out["pair_splits"])
+    assert_disjoint(out["pair_splits"])
     assert out["pair_matching_metrics"]["f1"].max() > 0.8
     assert len(out["match_groups"]) == len(products)

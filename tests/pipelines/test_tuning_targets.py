@@ -22,7 +22,6 @@ from tests.models.test_clip_training import make_checkpoint, make_pairs
 from tests.pipelines.test_captioning import TINY_MODEL
 from tests.pipelines.test_pair_matching import catalogue as pair_catalogue
 from tests.pipelines.test_pair_matching import params as pair_params
-from vitrina.models.pair_classifier import limit_threads
 from vitrina.models.ruclip import load_ruclip
 from vitrina.pipelines.clip_finetune.nodes import make_finetune_pairs, split_finetune_pairs
 from vitrina.pipelines.pair_matching.nodes import (
@@ -37,6 +36,7 @@ from vitrina.pipelines.tuning.targets import (
     PairClassifierTarget,
 )
 from vitrina.pipelines.tuning.wiring import TARGETS, clip_base_input
+from vitrina.utils import limit_threads
 
 
 class Recorder:
@@ -88,8 +88,10 @@ def test_pair_classifier_objective_is_the_steps_validation_f1(pair_data):
     parameters, items, emb, splits = pair_data
     target = PairClassifierTarget({}, parameters, items, emb, splits)
     defaults = target.defaults()
-    assert defaults["model.hidden_size"] == 32 and defaults["train.lr"] == 0.01  # the step's
-    assert defaults["model.dropout"] == 0.2  # the dataclass default where the step sets none
+    assert (
+        defaults["model.hidden_size"] == 32 and defaults["train.learning_rate"] == 0.01
+    )  # the step's
+    assert defaults["model.dropout"] == 0.2  # the estimator default where the step sets none
     report = Recorder()
     value = target.objective(defaults, report)
 
@@ -108,7 +110,7 @@ def test_pair_classifier_prunes_caps_epochs_and_rejects_bad_configs(pair_data):
     parameters, items, emb, splits = pair_data
     target = PairClassifierTarget({"max_epochs": 3}, parameters, items, emb, splits)
     report = Recorder()
-    target.objective({"model.hidden_size": 16, "train.lr": 0.005}, report)
+    target.objective({"model.hidden_size": 16, "train.learning_rate": 0.005}, report)
     assert report.steps == [1, 2, 3]  # the step's 8 epochs capped at 3
     report = Recorder()
     target.objective({"train.max_epochs": 5}, report)
@@ -135,7 +137,7 @@ def test_pair_classifier_study_end_to_end_writes_the_steps_shape(pair_data, tmp_
     parameters, data = pair_inputs(pair_data)
     space = {
         "model.hidden_size": {"type": "categorical", "choices": [16, 32]},
-        "train.lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
+        "train.learning_rate": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
     }
     tuning = {
         "target": "pair_classifier",
@@ -157,14 +159,17 @@ def test_pair_classifier_study_end_to_end_writes_the_steps_shape(pair_data, tmp_
     )
     assert row["default_value"] == study.trials[0].value  # trial 0: the step's settings
     assert row["improvement"] == pytest.approx(row["best_value"] - row["default_value"])
-    assert study.trials[0].params == {"model.hidden_size": 32, "train.lr": 0.01}  # defaults
+    assert study.trials[0].params == {
+        "model.hidden_size": 32,
+        "train.learning_rate": 0.01,
+    }  # defaults
     assert 0 <= row["test_value"] <= 1 and "pair_classifier.test_value" in metrics
 
     doc = yaml.safe_load(text)
     mlp = doc["pair_matching"]["classifiers"]["mlp"]
     best = study.best_trial.params
     assert mlp["model"]["hidden_size"] == best["model.hidden_size"]
-    assert mlp["train"]["lr"] == pytest.approx(best["train.lr"])
+    assert mlp["train"]["learning_rate"] == pytest.approx(best["train.learning_rate"])
     assert mlp["train"]["patience"] == 8 and mlp["type"] == "mlp"  # the rest of the block kept
     assert "model.hidden_size" not in mlp  # dotted names were nested, not written flat
     assert doc["pair_matching"]["candidates"] == parameters["pair_matching"]["candidates"]
@@ -405,7 +410,7 @@ def test_defaults_outside_the_space_are_scored_once_per_study(pair_data, tmp_pat
 
 def test_a_targets_own_pruner_replaces_the_global_one(pair_data, tmp_path):
     parameters, data = pair_inputs(pair_data)
-    space = {"train.lr": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True}}
+    space = {"train.learning_rate": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True}}
 
     def study_pruner(target_pruner, name):
         config = {"max_epochs": 2, "space": space}

@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 
 class PairMatcherDataset(AbstractDataset[Any, Any]):
-    """A :class:`vitrina.models.pair_classifier.PairMatcher` directory.
+    """A :class:`vitrina.models.pair_matching.PairMatcher` directory.
 
     Layout: ``config.json`` (kind, threshold, feature configuration, architecture,
     training settings, validation metrics), ``features.skops`` (the fitted feature
@@ -51,7 +51,7 @@ class PairMatcherDataset(AbstractDataset[Any, Any]):
         return {"path": str(self._path), "mlflow_artifact_path": self._artifact_path}
 
     def load(self) -> Any:
-        from vitrina.models.pair_classifier import PairMatcher
+        from vitrina.models.pair_matching import PairMatcher
 
         if not (self._path / "config.json").is_file():
             raise DatasetError(
@@ -61,7 +61,7 @@ class PairMatcherDataset(AbstractDataset[Any, Any]):
         return PairMatcher.load(self._path)
 
     def save(self, data: Any) -> None:
-        from vitrina.models.pair_classifier import PairMatcher
+        from vitrina.models.pair_matching import PairMatcher
 
         if not isinstance(data, PairMatcher):
             raise DatasetError(f"PairMatcherDataset saves a PairMatcher, got {type(data).__name__}")

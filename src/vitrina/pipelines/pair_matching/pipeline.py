@@ -17,22 +17,22 @@ from kedro.pipeline import Node, Pipeline
 
 from vitrina.config import project_parameters
 
+from .candidates import candidate_recall_report, score_candidates, search_candidates
 from .nodes import (
     SOURCES,
-    candidate_recall_report,
     evaluate_pair_matchers,
-    pair_matching_metrics_for_mlflow,
-    plot_loss_curves,
-    plot_metrics_chart,
-    plot_pr_curves,
     prepare_catalogue_pairs,
     prepare_competition_pairs,
     prepare_er_magellan_pairs,
     prepare_product_pairs,
-    register_pair_matcher_model,
-    score_candidates,
-    search_candidates,
     train_pair_matchers,
+)
+from .reporting import (
+    pair_matching_metrics_for_mlflow,
+    plot_loss_curves,
+    plot_metrics_chart,
+    plot_pr_curves,
+    register_pair_matcher_model,
     write_pair_matching_summary,
 )
 

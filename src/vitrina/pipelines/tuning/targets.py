@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vitrina.models.pair_classifier import limit_threads
 from vitrina.tuning import Reporter
+from vitrina.utils import limit_threads
 
 from .base import TuningTarget
 
@@ -41,7 +41,7 @@ def _cap_epochs(
 
 
 class PairClassifierTarget(TuningTarget):
-    """The pair_matching step's MLP (:class:`~vitrina.models.pair_classifier.PairwiseBinaryClassifier`).
+    """The pair_matching step's MLP (:class:`~vitrina.models.pair_matching.MLPPairEstimator`).
 
     Data: the pair_matching pipeline's prepared pairs, whatever their source (``pair_items``,
     ``pair_item_embeddings``, ``pair_splits`` with ``train``/``val``/``test``). The feature
@@ -55,8 +55,8 @@ class PairClassifierTarget(TuningTarget):
     validation threshold, as the step's report computes it.
 
     Parameters are named relative to the classifier's block, ``model.<key>``
-    (:class:`~vitrina.models.pair_classifier.PairClassifierConfig`) and ``train.<key>``
-    (:class:`~vitrina.models.pair_classifier.TrainConfig`), so the best parameters land in
+    (:data:`~vitrina.models.pair_matching.MODEL_PARAMS`) and ``train.<key>``
+    (:data:`~vitrina.models.pair_matching.TRAIN_PARAMS`), so the best parameters land in
     ``pair_matching.classifiers.<classifier>.model`` / ``.train``.
 
     Args:
@@ -78,11 +78,9 @@ class PairClassifierTarget(TuningTarget):
     @staticmethod
     def tunable() -> set[str]:
         """``model.<architecture field>`` and ``train.<training field>`` (not the seed)."""
-        from vitrina.models.pair_classifier import PairClassifierConfig
-        from vitrina.models.pair_classifier import TrainConfig as PairTrainConfig
+        from vitrina.models.pair_matching import MODEL_PARAMS, TRAIN_PARAMS
 
-        model = {f.name for f in dataclasses.fields(PairClassifierConfig)} - {"n_features"}
-        train = {f.name for f in dataclasses.fields(PairTrainConfig)} - {"seed"}
+        model, train = set(MODEL_PARAMS), set(TRAIN_PARAMS) - {"seed"}
         return {f"model.{k}" for k in model} | {f"train.{k}" for k in train}
 
     def __init__(
@@ -93,8 +91,12 @@ class PairClassifierTarget(TuningTarget):
         embeddings: Any,
         pair_splits: pd.DataFrame,
     ) -> None:
-        from vitrina.models.pair_classifier import check_labels, fit_feature_builder
-        from vitrina.pipelines.pair_matching.nodes import _indexed, _variant_features
+        from vitrina.models.pair_matching import (
+            check_labels,
+            fit_feature_builder,
+            index_items,
+            variant_features,
+        )
 
         pm = parameters["pair_matching"]
         self.classifier = str(config.get("classifier") or "mlp")
@@ -115,7 +117,7 @@ class PairClassifierTarget(TuningTarget):
         self.seed = int(pm.get("seed", 42))
         self.threads = pm.get("threads")
         self.max_epochs = config.get("max_epochs")
-        items = _indexed(pair_items)
+        items = index_items(pair_items)
         parts = {s: pair_splits[pair_splits["split"] == s] for s in ("train", "val", "test")}
         for name, part in parts.items():
             if part.empty:
@@ -123,7 +125,7 @@ class PairClassifierTarget(TuningTarget):
                     f"tuning target pair_classifier: the {name} split has no pairs "
                     f"({len(pair_splits)} pairs in all)"
                 )
-        features = _variant_features(pm, variants[self.variant], items)
+        features = variant_features(pm.get("features"), variants[self.variant], items)
         with limit_threads(self.threads):  # the step's feature builder, fitted as it does
             builder = fit_feature_builder(parts["train"], items, embeddings, features)
             self.x = {
@@ -150,23 +152,19 @@ class PairClassifierTarget(TuningTarget):
         for name, value in params.items():
             block, key = name.split(".", 1)
             (model if block == "model" else train)[key] = value
-        from vitrina.models.pair_classifier import TrainConfig as PairTrainConfig
+        from vitrina.models.pair_matching import MLPPairEstimator
 
-        train.setdefault("max_epochs", PairTrainConfig.max_epochs)
+        train.setdefault("max_epochs", MLPPairEstimator().max_epochs)
         searched = {k.split(".", 1)[1] for k in params if k.startswith("train.")}
         return model, _cap_epochs(train, searched, ("max_epochs",), self.max_epochs)
 
     def defaults(self) -> dict[str, Any]:
-        """The dataclass defaults overlaid with the step's ``model`` / ``train`` blocks."""
-        from vitrina.models.pair_classifier import PairClassifierConfig
-        from vitrina.models.pair_classifier import TrainConfig as PairTrainConfig
+        """The estimator's defaults overlaid with the step's ``model`` / ``train`` blocks."""
+        from vitrina.models.pair_matching import MODEL_PARAMS, TRAIN_PARAMS, MLPPairEstimator
 
-        model = {
-            f.name: f.default
-            for f in dataclasses.fields(PairClassifierConfig)
-            if f.name != "n_features"
-        }
-        train = {f.name: f.default for f in dataclasses.fields(PairTrainConfig) if f.name != "seed"}
+        params = MLPPairEstimator().get_params()
+        model = {k: params[k] for k in MODEL_PARAMS}
+        train = {k: params[k] for k in TRAIN_PARAMS if k != "seed"}
         model.update(self.spec.get("model") or {})
         train.update({k: v for k, v in (self.spec.get("train") or {}).items() if k != "seed"})
         return {
@@ -175,17 +173,21 @@ class PairClassifierTarget(TuningTarget):
         }
 
     def _fit(self, params: dict[str, Any], on_epoch: Any = None) -> Any:
-        from vitrina.models.pair_classifier import MLPPairEstimator
+        from vitrina.models.pair_matching import MLPPairEstimator
 
         model, train = self._blocks(params)
-        estimator = MLPPairEstimator(model=model, train={"seed": self.seed, **train})  # as the step
+        estimator = MLPPairEstimator.from_blocks(model, {"seed": self.seed, **train})  # as the step
         with limit_threads(self.threads):
             return estimator.fit(
-                self.x["train"], self.y["train"], self.x["val"], self.y["val"], on_epoch=on_epoch
+                self.x["train"],
+                self.y["train"],
+                X_val=self.x["val"],
+                y_val=self.y["val"],
+                on_epoch=on_epoch,
             )
 
     def objective(self, params: dict[str, Any], report: Reporter) -> float:
-        from vitrina.models.pair_classifier import select_threshold
+        from vitrina.models.pair_matching import select_threshold
 
         def on_epoch(row: dict[str, float], val_scores: np.ndarray) -> None:
             report(select_threshold(self.y["val"], val_scores)[1], int(row["epoch"]))
@@ -196,7 +198,7 @@ class PairClassifierTarget(TuningTarget):
         return select_threshold(self.y["val"], scores)[1]
 
     def test_score(self, params: dict[str, Any]) -> float:
-        from vitrina.models.pair_classifier import binary_metrics, select_threshold
+        from vitrina.models.pair_matching import binary_metrics, select_threshold
 
         estimator = self._fit(params)
         with limit_threads(self.threads):
