@@ -55,6 +55,23 @@ from _common import (
 )
 
 BATCH_SIZE = 32  # the seed system's batch
+#: Architectures to train: the seed's ruCLIP, and the H&M runs' tiny model
+#: (conf/base/parameters_embeddings.yml, tiny_ruclip).
+ARCHS = {
+    "b32_384": RUCLIP_B32_384,
+    "hm_tiny": dict(
+        embed_dim=64,
+        image_resolution=64,
+        vision_layers=2,
+        vision_width=64,
+        vision_patch_size=16,
+        context_length=77,
+        vocab_size=2000,
+        transformer_width=64,
+        transformer_heads=2,
+        transformer_layers=2,
+    ),
+}
 LR = 6e-5  # the seed system's learning rate
 
 
@@ -150,6 +167,62 @@ def vitrina_loop(
     return times, losses
 
 
+def lightning_loop(
+    bundle: Any,
+    titles: list[str],
+    paths: list[str],
+    precision: str,
+    device: str,
+    num_workers: int,
+    seed: int,
+) -> tuple[list[float], list[float]]:
+    """:func:`vitrina.models.clip.finetune.fine_tune` (the Lightning task on the engine)
+    for one epoch, checkpoints in a temporary folder; per-step wall times and losses."""
+    import lightning.pytorch as pl
+    import pandas as pd
+
+    from vitrina.models.clip import ClipBundle, ClipFinetuneConfig
+    from vitrina.models.clip.bundle import RuClipCheckpointBundle
+    from vitrina.models.clip.finetune import fine_tune
+
+    if not isinstance(bundle, ClipBundle):
+        bundle = RuClipCheckpointBundle.from_ruclip(bundle)
+    pairs = pd.DataFrame({"title": titles, "processed_path": paths})
+    config = ClipFinetuneConfig.from_params(
+        {
+            "max_epochs": 1,
+            "batch_size": BATCH_SIZE,
+            "learning_rate": LR,
+            "precision": {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}[precision],
+            "accelerator": "gpu" if device.startswith("cuda") else "cpu",
+            "decode_threads": num_workers,
+            "image_cache_mb": 0,
+            "seed": seed,
+            "eval_batch_size": 10,
+            "num_threads": None,  # the caller set torch's threads
+            "save_top_k": 1,
+        }
+    )
+    stamps: list[float] = []
+    losses: list[float] = []
+
+    class Clock(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            _sync(device)
+            stamps.append(time.perf_counter())
+            losses.append(float(outputs["loss"]))
+
+    class Start(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            stamps.clear()
+            stamps.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory(prefix="vitrina-bench-ft-run-") as root:
+        fine_tune(bundle, pairs, pairs.iloc[:10], config, root, callbacks=[Start(), Clock()])
+    times = np.diff(stamps).tolist()
+    return times, losses
+
+
 def run_path(
     kind: str,
     precision: str,
@@ -159,6 +232,7 @@ def run_path(
     device: str,
     num_workers: int,
     seed: int,
+    num_threads: int = 1,
 ) -> dict[str, Any]:
     """Load the checkpoint and train one epoch over the pairs; the first step is warm-up."""
     import torch
@@ -172,9 +246,12 @@ def run_path(
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     cpu0 = time.process_time()
+    torch.set_num_threads(num_threads)
     if kind == "reference":
         batches = epoch_batches(len(titles), BATCH_SIZE, 0, seed)  # train_clip's order
         times, losses = reference_loop(bundle, titles, paths, batches, device)
+    elif kind == "lightning":
+        times, losses = lightning_loop(bundle, titles, paths, precision, device, num_workers, seed)
     else:
         times, losses = vitrina_loop(bundle, titles, paths, precision, device, num_workers, seed)
     timed = times[1:]
@@ -224,6 +301,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the data order")
     p.add_argument(
+        "--arch",
+        choices=sorted(ARCHS),
+        default="b32_384",
+        help="b32_384: ruCLIP ViT-B/32 384 px (default); hm_tiny: the H&M tiny ruCLIP",
+    )
+    p.add_argument("--num-threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument(
         "--no-isolate",
         action="store_true",
         help="run every path in this process (peak RSS then accumulates)",
@@ -242,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from vitrina.models.embedders import PRECISIONS
+    from _common import cpu_flags
+
     from vitrina.models.ruclip import RuClipTokenizer, write_tiny_ruclip_checkpoint
     from vitrina.utils import resolve_device
 
@@ -259,17 +345,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"device: {device_name(device)}")
         print(f"inputs: {n} (image, title) pairs from {source}")
         t0 = time.perf_counter()
+        arch = ARCHS[args.arch]
         checkpoint = write_tiny_ruclip_checkpoint(
-            tmp / "ruclip-vit-base-patch32-384-random", titles, seed=args.seed, **RUCLIP_B32_384
+            tmp / f"ruclip-{args.arch}-random", titles, seed=args.seed, **arch
         )
+        print(f"cpu flags: {' '.join(cpu_flags())}")
         print(
-            "model: ruclip-vit-base-patch32-384 architecture, random weights, written in "
+            f"model: {args.arch} ruCLIP architecture, random weights, written in "
             f"{time.perf_counter() - t0:.1f}s to a temp dir, loaded with load_ruclip"
         )
         lengths = [len(r) for r in RuClipTokenizer.from_file(checkpoint).encode(titles)]
         print(
             f"title tokens (bos/eos incl.): mean {np.mean(lengths):.1f}, max {max(lengths)} "
-            f"(reference pads all to {RUCLIP_B32_384['context_length']})"
+            f"(reference pads all to {arch['context_length']})"
         )
         print(
             f"batch {BATCH_SIZE}, lr {LR}, AdamW; {args.steps} steps per path, the first one "
@@ -277,12 +365,15 @@ def main(argv: list[str] | None = None) -> int:
             f"main-thread PIL; vitrina: train_clip, {args.num_workers} decoding threads"
         )
         sys.stdout.flush()
-        common = (str(checkpoint), titles, paths, device, args.num_workers, args.seed)
+        common = (
+            str(checkpoint), titles, paths, device, args.num_workers, args.seed, args.num_threads
+        )
         results = [run_isolated(run_path, not args.no_isolate, "reference", "fp32", *common)]
         for precision in args.precisions:
-            results.append(
-                run_isolated(run_path, not args.no_isolate, "vitrina", precision, *common)
-            )
+            for kind in ("vitrina", "lightning"):
+                results.append(
+                    run_isolated(run_path, not args.no_isolate, kind, precision, *common)
+                )
 
     header = [
         "path",
@@ -321,6 +412,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     ref = results[0]
+    for precision in args.precisions:
+        old = next(r for r in results if r["kind"] == "vitrina" and r["precision"] == precision)
+        new = next(r for r in results if r["kind"] == "lightning" and r["precision"] == precision)
+        print(
+            f"{precision}: lightning / old loop = {new['pairs_per_s'] / old['pairs_per_s']:.3f}"
+            f" ({new['pairs_per_s']:.2f} vs {old['pairs_per_s']:.2f} pairs/s)"
+        )
     best = max(results[1:], key=lambda r: r["pairs_per_s"])
     print(f"best vitrina: {best['precision']} ({best['pairs_per_s']:.2f} pairs/s)")
     print(f"speedup={best['pairs_per_s'] / ref['pairs_per_s']:.2f}")

@@ -16,7 +16,7 @@ from tests.conftest import REPO
 from tests.models.test_clip_training import FAST, make_checkpoint, make_pairs
 from tests.models.test_embedders import _tiny_hf_clip
 from vitrina.config import finetune_spec
-from vitrina.datasets import RuClipCheckpointDataset
+from vitrina.datasets import ClipCheckpointDataset
 from vitrina.models.hf_clip import HfClipBundle, load_hf_clip
 from vitrina.models.ruclip import RuClipBundle, load_ruclip
 from vitrina.pipelines.clip_finetune.nodes import make_finetune_pairs, split_finetune_pairs
@@ -165,7 +165,7 @@ def test_pipeline_fine_tunes_and_reports_retrieval_before_and_after(catalogue):
 def test_checkpoint_dataset_is_versioned_and_keeps_the_ruclip_layout(catalogue, tmp_path):
     _, _, checkpoint = catalogue
     path = tmp_path / "models" / "tiny_finetuned"
-    ds = RuClipCheckpointDataset(path=str(path), version=Version(None, None))
+    ds = ClipCheckpointDataset(path=str(path), version=Version(None, None))
     with pytest.raises(
         DatasetError,
         match=r"No version of checkpoint 'tiny_finetuned' has been saved.*kedro run --pipeline=clip_finetune",
@@ -182,17 +182,17 @@ def test_checkpoint_dataset_is_versioned_and_keeps_the_ruclip_layout(catalogue, 
         "pytorch_model.bin",
     ]
     assert load_ruclip(saved).config == bundle.config  # the same loader as a hub checkpoint
-    again = RuClipCheckpointDataset(path=str(path), version=Version(None, None))
+    again = ClipCheckpointDataset(path=str(path), version=Version(None, None))
     again.save(bundle)
     assert len(again.list_versions()) == 2
-    loaded = RuClipCheckpointDataset(path=str(path), version=Version(None, None)).load()
+    loaded = ClipCheckpointDataset(path=str(path), version=Version(None, None)).load()
     for a, b in zip(
         loaded.model.state_dict().values(), bundle.model.state_dict().values(), strict=True
     ):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert '"versions"' in again.preview()
     with pytest.raises(DatasetError, match="saves a RuClipBundle .* or an HfClipBundle"):
-        RuClipCheckpointDataset(path=str(tmp_path / "x")).save({"not": "a bundle"})
+        ClipCheckpointDataset(path=str(tmp_path / "x")).save({"not": "a bundle"})
 
 
 def test_a_hugging_face_clip_fine_tunes_and_saves_with_save_pretrained(catalogue, tmp_path):
@@ -205,7 +205,7 @@ def test_a_hugging_face_clip_fine_tunes_and_saves_with_save_pretrained(catalogue
     config = TrainConfig(**{**params()["train"], "epochs": 1})
     result = run_training(base, pairs[pairs.split == "train"], pairs[pairs.split == "val"], config)
     assert len(result.history) == 1 and np.isfinite(result.history[0]["train_loss"])
-    ds = RuClipCheckpointDataset(path=str(tmp_path / "hf_finetuned"))
+    ds = ClipCheckpointDataset(path=str(tmp_path / "hf_finetuned"))
     ds.save(HfClipBundle(result.model, base.processor))
     assert {"config.json", "model.safetensors", "processor_config.json"} <= {
         p.name for p in (tmp_path / "hf_finetuned").iterdir()

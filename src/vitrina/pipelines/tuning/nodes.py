@@ -99,7 +99,7 @@ def load_clip_base(parameters: dict[str, Any], models_dir: str | Path) -> Any:
         KeyError: ``clip_finetune.base_model`` is not in ``embeddings.models``.
         kedro.io.DatasetError: the catalogue checkpoint has not been written yet.
     """
-    from vitrina.datasets import RuClipCheckpointDataset
+    from vitrina.datasets import ClipCheckpointDataset
     from vitrina.pipelines.clip_finetune.nodes import load_base_model
     from vitrina.pipelines.clip_finetune.pipeline import base_from_catalogue
 
@@ -111,7 +111,7 @@ def load_clip_base(parameters: dict[str, Any], models_dir: str | Path) -> Any:
         )
     spec = models[base]
     if base_from_catalogue(spec):
-        return RuClipCheckpointDataset(str(Path(models_dir) / base)).load()
+        return ClipCheckpointDataset(str(Path(models_dir) / base)).load()
     return load_base_model(spec)
 
 
