@@ -167,7 +167,7 @@ def fine_tune(
 
 
 def clip_history(root: str | Path) -> pd.DataFrame:
-    """One row per epoch (1-based ``epoch``): ``step``, ``train_loss``, ``val_loss``,
+    """One row per epoch (1-based ``epoch``): ``step`` (optimiser steps done), ``train_loss``, ``val_loss``,
     ``<dir>_recall_<k>``, ``<dir>_median_rank``, ``mean_recall``, ``lr``, ``pairs_per_s``,
     ``seconds`` (training, validation excluded), ``logit_scale`` and ``is_best`` (1 where the mean recall rose above every earlier
     epoch's: the epochs the best checkpoint moved to)."""
@@ -177,7 +177,7 @@ def clip_history(root: str | Path) -> pd.DataFrame:
     epochs = raw.groupby("epoch", as_index=False).last()
     epochs = epochs[epochs["val_mean_recall"].notna()].copy()
     out = pd.DataFrame(
-        {"epoch": epochs["epoch"].astype(int) + 1, "step": epochs["step"].astype(int)}
+        {"epoch": epochs["epoch"].astype(int) + 1, "step": epochs["step"].astype(int) + 1}
     )
     if "train_loss_epoch" in epochs:
         out["train_loss"] = epochs["train_loss_epoch"].to_numpy()

@@ -3,8 +3,10 @@
 * :func:`contrastive_loss` — Radford et al. 2021 (fig. 3): the mean of the image→text and
   text→image cross-entropies of ``exp(logit_scale) * cos`` logits. With keys, a pair that
   shares the image content or the title with another counts both as correct: the target of
-  a row is spread evenly over its matches (soft targets, as open_clip does not, since two
-  identical titles under different images would otherwise be pushed apart).
+  a row is spread evenly over its matches (soft targets). For exact duplicates (identical
+  features: the same image bytes, the same lower-cased title) this gives the same loss and
+  gradients as the hard target, since their logit rows are identical (tested); the keys
+  change the loss where duplicates' features differ (dropout, augmentation).
 * :func:`gather_with_grad` — every rank's features for a loss over the global batch. Own
   code because the exact gradient needs the all-reduce of the backward pass written out:
   each rank computes the same global loss, the gradient of its own slice is the sum of

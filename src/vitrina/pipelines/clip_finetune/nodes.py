@@ -65,15 +65,15 @@ def finetune_clip(
     """
     refuse_renamed(params, RENAMED_STEP, "clip_finetune")
     config = ClipFinetuneConfig.from_params(params.get("train"))
-    output_dir = params.get("output_dir") or tempfile.mkdtemp(prefix="vitrina-clip-finetune-")
-    result = fine_tune(
-        base_model,
-        pairs[pairs["split"] == "train"].reset_index(drop=True),
-        pairs[pairs["split"] == "val"].reset_index(drop=True),
-        config,
-        output_dir,
-        fingerprint_extra=data_digest(pairs),
-    )
+    with tempfile.TemporaryDirectory(prefix="vitrina-clip-finetune-") as tmp:
+        result = fine_tune(
+            base_model,
+            pairs[pairs["split"] == "train"].reset_index(drop=True),
+            pairs[pairs["split"] == "val"].reset_index(drop=True),
+            config,
+            params.get("output_dir") or tmp,  # no output_dir: nothing kept on disk
+            fingerprint_extra=data_digest(pairs),
+        )
     if params.get("log_model_to_mlflow", True):
         _log_model_to_mlflow(result.bundle)
     logger.info(

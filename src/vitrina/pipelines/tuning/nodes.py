@@ -93,14 +93,14 @@ def load_clip_base(parameters: dict[str, Any], models_dir: str | Path) -> Any:
 
     A tiny or ``source: catalogue`` model comes from its catalogue directory
     ``<models_dir>/<base_model>`` (``{model}.checkpoint``); any other from its hub id or
-    path (:func:`vitrina.pipelines.clip_finetune.nodes.load_base_model`).
+    path (:func:`vitrina.models.clip.load_base_model`).
 
     Raises:
         KeyError: ``clip_finetune.base_model`` is not in ``embeddings.models``.
         kedro.io.DatasetError: the catalogue checkpoint has not been written yet.
     """
     from vitrina.datasets import ClipCheckpointDataset
-    from vitrina.pipelines.clip_finetune.nodes import load_base_model
+    from vitrina.models.clip import load_base_model
     from vitrina.pipelines.clip_finetune.pipeline import base_from_catalogue
 
     base = parameters["clip_finetune"]["base_model"]
