@@ -10,11 +10,13 @@ the same order, batch 32, AdamW, the symmetric InfoNCE loss.
   eager attention, every title padded to the 77-token context, images opened and
   transformed by PIL + numpy in the main thread (RGB, centre square crop, bilinear resize
   to 384, /255, mean/std), ``loss.backward()``, ``optimizer.step()``.
-* ``vitrina``: :func:`vitrina.models.clip_training.train_clip` itself (one epoch, no
-  checkpoints), once per ``--precisions`` entry: titles padded to the longest of the
-  batch, SDPA attention, images decoded by threads ahead of the model, AdamW with
-  parameter groups, gradient clipping, warm-up + cosine schedule, bf16 autocast on this
-  CPU when asked (``fp32`` and ``bf16`` by default).
+* ``vitrina``: :func:`vitrina.models.clip.finetune.fine_tune` itself -- the Lightning task
+  on :mod:`vitrina.training` for one epoch (checkpoints and CSV log in a temporary folder),
+  once per ``--precisions`` entry: titles padded to the longest of the batch, SDPA
+  attention, images decoded by threads ahead of the model, AdamW with parameter groups,
+  gradient clipping, warm-up + cosine schedule, bf16 autocast when asked (``fp32`` and
+  ``bf16`` by default). The reference takes the task's batch order, so the first-step
+  losses agree.
 
 Each path runs in a fresh (spawned) process, so its peak RSS is its own.  The first step
 of each path is a warm-up and is not timed; pairs/s is measured over the following steps
@@ -24,6 +26,7 @@ weights, same batch, so they agree up to the precision used.
 Run from the repository root::
 
     .venv/bin/python benchmarks/finetune.py                 # CPU, 3 steps of 32 pairs
+    .venv/bin/python benchmarks/finetune.py --arch hm_tiny --steps 30   # the H&M model
     .venv/bin/python benchmarks/finetune.py --device cuda   # same on a GPU
 
 The last line of stdout is ``speedup=<best Vitrina pairs/s / reference pairs/s>``.
@@ -48,6 +51,7 @@ from _common import (
     _ref_transform,
     _reset_hwm,
     _sync,
+    cpu_flags,
     device_name,
     load_inputs,
     print_table,
@@ -84,7 +88,7 @@ def reference_loop(
     """The seed system's loop; returns per-step wall times and losses."""
     import torch
 
-    from vitrina.models.clip_training import contrastive_loss
+    from vitrina.models.clip.loss import contrastive_loss
     from vitrina.models.ruclip import image_features, text_features
 
     model = bundle.model.to(device)
@@ -122,62 +126,9 @@ def vitrina_loop(
     num_workers: int,
     seed: int,
 ) -> tuple[list[float], list[float]]:
-    """:func:`train_clip` for one epoch; returns per-step wall times and losses."""
-    import pandas as pd
-
-    from vitrina.models.clip_training import (
-        ClipAdapter,
-        TrainConfig,
-        pair_data_from_frame,
-        train_clip,
-    )
-
-    pairs = pd.DataFrame({"title": titles, "processed_path": paths})
-    adapter = ClipAdapter(bundle)
-    train = pair_data_from_frame(adapter, pairs, cache_mb=0, progress=False)
-    val = train.subset(np.arange(10))
-    config = TrainConfig(
-        epochs=1,
-        batch_size=BATCH_SIZE,
-        lr=LR,
-        precision=precision,
-        device=device,
-        num_workers=num_workers,
-        image_cache_mb=0,
-        progress=False,
-        seed=seed,
-        recall_ks=(1, 5, 10),
-        eval_batch_size=10,
-    )
-    stamps: list[float] = []
-    losses: list[float] = []
-
-    class Clock:
-        def on_step(self, step: int, metrics: dict[str, float]) -> None:
-            _sync(device)
-            stamps.append(time.perf_counter())
-            losses.append(metrics["loss"])
-
-        def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-            pass
-
-    start = time.perf_counter()
-    train_clip(bundle.model, train, val, config, hooks=[Clock()])
-    times = np.diff([start, *stamps]).tolist()
-    return times, losses
-
-
-def lightning_loop(
-    bundle: Any,
-    titles: list[str],
-    paths: list[str],
-    precision: str,
-    device: str,
-    num_workers: int,
-    seed: int,
-) -> tuple[list[float], list[float]]:
     """:func:`vitrina.models.clip.finetune.fine_tune` (the Lightning task on the engine)
-    for one epoch, checkpoints in a temporary folder; per-step wall times and losses."""
+    for one epoch, checkpoints in a temporary folder; per-step wall times and losses (the
+    first time includes the epoch's start, a warm-up)."""
     import lightning.pytorch as pl
     import pandas as pd
 
@@ -237,7 +188,7 @@ def run_path(
     """Load the checkpoint and train one epoch over the pairs; the first step is warm-up."""
     import torch
 
-    from vitrina.models.clip_training import epoch_batches
+    from vitrina.models.clip.data import epoch_batches
     from vitrina.models.ruclip import load_ruclip
 
     bundle = load_ruclip(checkpoint)
@@ -248,10 +199,8 @@ def run_path(
     cpu0 = time.process_time()
     torch.set_num_threads(num_threads)
     if kind == "reference":
-        batches = epoch_batches(len(titles), BATCH_SIZE, 0, seed)  # train_clip's order
+        batches = epoch_batches(len(titles), BATCH_SIZE, 0, seed)  # the Lightning task's order
         times, losses = reference_loop(bundle, titles, paths, batches, device)
-    elif kind == "lightning":
-        times, losses = lightning_loop(bundle, titles, paths, precision, device, num_workers, seed)
     else:
         times, losses = vitrina_loop(bundle, titles, paths, precision, device, num_workers, seed)
     timed = times[1:]
@@ -326,8 +275,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from vitrina.models.embedders import PRECISIONS
-    from _common import cpu_flags
-
     from vitrina.models.ruclip import RuClipTokenizer, write_tiny_ruclip_checkpoint
     from vitrina.utils import resolve_device
 
@@ -362,18 +309,23 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"batch {BATCH_SIZE}, lr {LR}, AdamW; {args.steps} steps per path, the first one "
             "a warm-up (untimed); reference: fp32, eager attention, 77-token padding, "
-            f"main-thread PIL; vitrina: train_clip, {args.num_workers} decoding threads"
+            f"main-thread PIL; vitrina: fine_tune (Lightning), {args.num_workers} decoding threads"
         )
         sys.stdout.flush()
         common = (
-            str(checkpoint), titles, paths, device, args.num_workers, args.seed, args.num_threads
+            str(checkpoint),
+            titles,
+            paths,
+            device,
+            args.num_workers,
+            args.seed,
+            args.num_threads,
         )
         results = [run_isolated(run_path, not args.no_isolate, "reference", "fp32", *common)]
         for precision in args.precisions:
-            for kind in ("vitrina", "lightning"):
-                results.append(
-                    run_isolated(run_path, not args.no_isolate, kind, precision, *common)
-                )
+            results.append(
+                run_isolated(run_path, not args.no_isolate, "vitrina", precision, *common)
+            )
 
     header = [
         "path",
@@ -412,13 +364,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     ref = results[0]
-    for precision in args.precisions:
-        old = next(r for r in results if r["kind"] == "vitrina" and r["precision"] == precision)
-        new = next(r for r in results if r["kind"] == "lightning" and r["precision"] == precision)
-        print(
-            f"{precision}: lightning / old loop = {new['pairs_per_s'] / old['pairs_per_s']:.3f}"
-            f" ({new['pairs_per_s']:.2f} vs {old['pairs_per_s']:.2f} pairs/s)"
-        )
     best = max(results[1:], key=lambda r: r["pairs_per_s"])
     print(f"best vitrina: {best['precision']} ({best['pairs_per_s']:.2f} pairs/s)")
     print(f"speedup={best['pairs_per_s'] / ref['pairs_per_s']:.2f}")
