@@ -337,7 +337,7 @@ def test_captioning_target_minimises_validation_loss_and_reports_test_bleu(capti
     assert report.steps == [1]  # a searched value is not capped
     report = Recorder(prune_at=1)
     with pytest.raises(optuna.TrialPruned):
-        target.objective({"max_epochs": 3}, report)
+        target.objective({"epochs": 3}, report)
     assert report.steps == [1]
     bleu = target.test_score({"epochs": 1})
     assert 0 <= bleu <= 100

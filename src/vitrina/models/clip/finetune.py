@@ -85,8 +85,8 @@ class FineTuneResult:
 
 def fine_tune(
     base: ClipBundle,
-    train_pairs: pd.DataFrame,
-    val_pairs: pd.DataFrame,
+    train_pairs: pd.DataFrame | PairData,
+    val_pairs: pd.DataFrame | PairData,
     config: ClipFinetuneConfig,
     root: str | Path,
     *,
@@ -99,7 +99,7 @@ def fine_tune(
     Args:
         base: the base bundle (not modified).
         train_pairs, val_pairs: pairs tables (``title``, ``processed_path``, ``image_key``,
-            ``text_key``).
+            ``text_key``), or :class:`~.data.PairData` already built from them.
         config: ``clip_finetune.train``.
         root: the run folder (see :mod:`vitrina.training.trainer`).
         fingerprint_extra: a digest of the data (:func:`~.pairs.data_digest`).
@@ -118,7 +118,10 @@ def fine_tune(
             f"the validation split has {len(val_pairs)} pairs, too few for recall@{ks[-1]}: "
             "raise clip_finetune.val_size, add products or lower clip_finetune.train.recall_ks"
         )
-    train, val = pair_data(base, train_pairs, config), pair_data(base, val_pairs, config)
+    train, val = (
+        p if isinstance(p, PairData) else pair_data(base, p, config)
+        for p in (train_pairs, val_pairs)
+    )
     pl.seed_everything(config.training.seed, verbose=False)
     model = copy.deepcopy(base.model).train()
     task = ClipFinetuneTask(model, config, base.mean, base.std)
