@@ -9,7 +9,7 @@ loaded through :func:`vitrina.models.ruclip.load_ruclip` (the real loader path).
   transformed by PIL + numpy in the main thread (RGB, centre square crop, bilinear resize to
   384, /255, config mean/std), every title padded to the 77-token context, fp32,
   ``get_text_features`` / ``get_image_features`` and L2 normalisation.
-* ``vitrina``: :func:`vitrina.models.embedders.embedder_from_ruclip_bundle` with batch 64 and
+* ``vitrina``: :meth:`vitrina.models.clip.ClipBundle.embedder` with batch 64 and
   2 preprocessing threads, once per ``--precisions`` entry (fp32 and bf16 autocast by default).
 
 Each path runs in a fresh (spawned) process, so its peak RSS is its own; each does a small
@@ -129,7 +129,7 @@ def run_path(
     """Load the checkpoint, warm up, then time ``embed_texts`` and ``embed_images`` once."""
     import torch
 
-    from vitrina.models.embedders import embedder_from_ruclip_bundle
+    from vitrina.models.clip import RuClipCheckpointBundle
     from vitrina.models.ruclip import load_ruclip
 
     bundle = load_ruclip(checkpoint)
@@ -145,7 +145,8 @@ def run_path(
             "progress": False,
             "device": device,
         }
-        embedder = embedder_from_ruclip_bundle(bundle, settings, name=f"vitrina-{precision}")
+        clip = RuClipCheckpointBundle.from_ruclip(bundle)
+        embedder = clip.embedder(settings, name=f"vitrina-{precision}")
     k = min(warmup, len(titles))
     if k:
         embedder.embed_texts(titles[:k])

@@ -10,11 +10,13 @@ the same order, batch 32, AdamW, the symmetric InfoNCE loss.
   eager attention, every title padded to the 77-token context, images opened and
   transformed by PIL + numpy in the main thread (RGB, centre square crop, bilinear resize
   to 384, /255, mean/std), ``loss.backward()``, ``optimizer.step()``.
-* ``vitrina``: :func:`vitrina.models.clip_training.train_clip` itself (one epoch, no
-  checkpoints), once per ``--precisions`` entry: titles padded to the longest of the
-  batch, SDPA attention, images decoded by threads ahead of the model, AdamW with
-  parameter groups, gradient clipping, warm-up + cosine schedule, bf16 autocast on this
-  CPU when asked (``fp32`` and ``bf16`` by default).
+* ``vitrina``: :func:`vitrina.models.clip.finetune.fine_tune` itself -- the Lightning task
+  on :mod:`vitrina.training` for one epoch (checkpoints and CSV log in a temporary folder),
+  once per ``--precisions`` entry: titles padded to the longest of the batch, SDPA
+  attention, images decoded by threads ahead of the model, AdamW with parameter groups,
+  gradient clipping, warm-up + cosine schedule, bf16 autocast when asked (``fp32`` and
+  ``bf16`` by default). The reference takes the task's batch order, so the first-step
+  losses agree.
 
 Each path runs in a fresh (spawned) process, so its peak RSS is its own.  The first step
 of each path is a warm-up and is not timed; pairs/s is measured over the following steps
@@ -24,6 +26,7 @@ weights, same batch, so they agree up to the precision used.
 Run from the repository root::
 
     .venv/bin/python benchmarks/finetune.py                 # CPU, 3 steps of 32 pairs
+    .venv/bin/python benchmarks/finetune.py --arch hm_tiny --steps 30   # the H&M model
     .venv/bin/python benchmarks/finetune.py --device cuda   # same on a GPU
 
 The last line of stdout is ``speedup=<best Vitrina pairs/s / reference pairs/s>``.
@@ -48,6 +51,7 @@ from _common import (
     _ref_transform,
     _reset_hwm,
     _sync,
+    cpu_flags,
     device_name,
     load_inputs,
     print_table,
@@ -55,6 +59,23 @@ from _common import (
 )
 
 BATCH_SIZE = 32  # the seed system's batch
+#: Architectures to train: the seed's ruCLIP, and the H&M runs' tiny model
+#: (conf/base/parameters_embeddings.yml, tiny_ruclip).
+ARCHS = {
+    "b32_384": RUCLIP_B32_384,
+    "hm_tiny": dict(
+        embed_dim=64,
+        image_resolution=64,
+        vision_layers=2,
+        vision_width=64,
+        vision_patch_size=16,
+        context_length=77,
+        vocab_size=2000,
+        transformer_width=64,
+        transformer_heads=2,
+        transformer_layers=2,
+    ),
+}
 LR = 6e-5  # the seed system's learning rate
 
 
@@ -67,7 +88,7 @@ def reference_loop(
     """The seed system's loop; returns per-step wall times and losses."""
     import torch
 
-    from vitrina.models.clip_training import contrastive_loss
+    from vitrina.models.clip.loss import contrastive_loss
     from vitrina.models.ruclip import image_features, text_features
 
     model = bundle.model.to(device)
@@ -105,48 +126,51 @@ def vitrina_loop(
     num_workers: int,
     seed: int,
 ) -> tuple[list[float], list[float]]:
-    """:func:`train_clip` for one epoch; returns per-step wall times and losses."""
+    """:func:`vitrina.models.clip.finetune.fine_tune` (the Lightning task on the engine)
+    for one epoch, checkpoints in a temporary folder; per-step wall times and losses (the
+    first time includes the epoch's start, a warm-up)."""
+    import lightning.pytorch as pl
     import pandas as pd
 
-    from vitrina.models.clip_training import (
-        ClipAdapter,
-        TrainConfig,
-        pair_data_from_frame,
-        train_clip,
-    )
+    from vitrina.models.clip import ClipBundle, ClipFinetuneConfig
+    from vitrina.models.clip.bundle import RuClipCheckpointBundle
+    from vitrina.models.clip.finetune import fine_tune
 
+    if not isinstance(bundle, ClipBundle):
+        bundle = RuClipCheckpointBundle.from_ruclip(bundle)
     pairs = pd.DataFrame({"title": titles, "processed_path": paths})
-    adapter = ClipAdapter(bundle)
-    train = pair_data_from_frame(adapter, pairs, cache_mb=0, progress=False)
-    val = train.subset(np.arange(10))
-    config = TrainConfig(
-        epochs=1,
-        batch_size=BATCH_SIZE,
-        lr=LR,
-        precision=precision,
-        device=device,
-        num_workers=num_workers,
-        image_cache_mb=0,
-        progress=False,
-        seed=seed,
-        recall_ks=(1, 5, 10),
-        eval_batch_size=10,
+    config = ClipFinetuneConfig.from_params(
+        {
+            "max_epochs": 1,
+            "batch_size": BATCH_SIZE,
+            "learning_rate": LR,
+            "precision": {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}[precision],
+            "accelerator": "gpu" if device.startswith("cuda") else "cpu",
+            "decode_threads": num_workers,
+            "image_cache_mb": 0,
+            "seed": seed,
+            "eval_batch_size": 10,
+            "num_threads": None,  # the caller set torch's threads
+            "save_top_k": 1,
+        }
     )
     stamps: list[float] = []
     losses: list[float] = []
 
-    class Clock:
-        def on_step(self, step: int, metrics: dict[str, float]) -> None:
+    class Clock(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             _sync(device)
             stamps.append(time.perf_counter())
-            losses.append(metrics["loss"])
+            losses.append(float(outputs["loss"]))
 
-        def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-            pass
+    class Start(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            stamps.clear()
+            stamps.append(time.perf_counter())
 
-    start = time.perf_counter()
-    train_clip(bundle.model, train, val, config, hooks=[Clock()])
-    times = np.diff([start, *stamps]).tolist()
+    with tempfile.TemporaryDirectory(prefix="vitrina-bench-ft-run-") as root:
+        fine_tune(bundle, pairs, pairs.iloc[:10], config, root, callbacks=[Start(), Clock()])
+    times = np.diff(stamps).tolist()
     return times, losses
 
 
@@ -159,11 +183,12 @@ def run_path(
     device: str,
     num_workers: int,
     seed: int,
+    num_threads: int = 1,
 ) -> dict[str, Any]:
     """Load the checkpoint and train one epoch over the pairs; the first step is warm-up."""
     import torch
 
-    from vitrina.models.clip_training import epoch_batches
+    from vitrina.models.clip.data import epoch_batches
     from vitrina.models.ruclip import load_ruclip
 
     bundle = load_ruclip(checkpoint)
@@ -172,8 +197,9 @@ def run_path(
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     cpu0 = time.process_time()
+    torch.set_num_threads(num_threads)
     if kind == "reference":
-        batches = epoch_batches(len(titles), BATCH_SIZE, 0, seed)  # train_clip's order
+        batches = epoch_batches(len(titles), BATCH_SIZE, 0, seed)  # the Lightning task's order
         times, losses = reference_loop(bundle, titles, paths, batches, device)
     else:
         times, losses = vitrina_loop(bundle, titles, paths, precision, device, num_workers, seed)
@@ -224,6 +250,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the data order")
     p.add_argument(
+        "--arch",
+        choices=sorted(ARCHS),
+        default="b32_384",
+        help="b32_384: ruCLIP ViT-B/32 384 px (default); hm_tiny: the H&M tiny ruCLIP",
+    )
+    p.add_argument("--num-threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument(
         "--no-isolate",
         action="store_true",
         help="run every path in this process (peak RSS then accumulates)",
@@ -259,25 +292,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"device: {device_name(device)}")
         print(f"inputs: {n} (image, title) pairs from {source}")
         t0 = time.perf_counter()
+        arch = ARCHS[args.arch]
         checkpoint = write_tiny_ruclip_checkpoint(
-            tmp / "ruclip-vit-base-patch32-384-random", titles, seed=args.seed, **RUCLIP_B32_384
+            tmp / f"ruclip-{args.arch}-random", titles, seed=args.seed, **arch
         )
+        print(f"cpu flags: {' '.join(cpu_flags())}")
         print(
-            "model: ruclip-vit-base-patch32-384 architecture, random weights, written in "
+            f"model: {args.arch} ruCLIP architecture, random weights, written in "
             f"{time.perf_counter() - t0:.1f}s to a temp dir, loaded with load_ruclip"
         )
         lengths = [len(r) for r in RuClipTokenizer.from_file(checkpoint).encode(titles)]
         print(
             f"title tokens (bos/eos incl.): mean {np.mean(lengths):.1f}, max {max(lengths)} "
-            f"(reference pads all to {RUCLIP_B32_384['context_length']})"
+            f"(reference pads all to {arch['context_length']})"
         )
         print(
             f"batch {BATCH_SIZE}, lr {LR}, AdamW; {args.steps} steps per path, the first one "
             "a warm-up (untimed); reference: fp32, eager attention, 77-token padding, "
-            f"main-thread PIL; vitrina: train_clip, {args.num_workers} decoding threads"
+            f"main-thread PIL; vitrina: fine_tune (Lightning), {args.num_workers} decoding threads"
         )
         sys.stdout.flush()
-        common = (str(checkpoint), titles, paths, device, args.num_workers, args.seed)
+        common = (
+            str(checkpoint),
+            titles,
+            paths,
+            device,
+            args.num_workers,
+            args.seed,
+            args.num_threads,
+        )
         results = [run_isolated(run_path, not args.no_isolate, "reference", "fp32", *common)]
         for precision in args.precisions:
             results.append(

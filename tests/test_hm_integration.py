@@ -24,7 +24,7 @@ def test_main_job_on_300_hm_products(kedro_project):
         kedro_project,
         "run",
         "--env=hm",
-        f"--params=hm_dir={HM},ingestion.max_products=300,clip_finetune.train.epochs=1",
+        f"--params=hm_dir={HM},ingestion.max_products=300,clip_finetune.train.max_epochs=1",
         timeout=1500,
     )
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 def test_viz_build_lists_pipelines_layers_and_previews(kedro_project):
     kedro_cli(
-        kedro_project, "run", "--env=test", "--params=clip_finetune.train.epochs=1"
+        kedro_project, "run", "--env=test", "--params=clip_finetune.train.max_epochs=1"
     )  # the main job
     kedro_cli(kedro_project, "viz", "build", "--include-previews")
 

@@ -11,16 +11,15 @@ import pytest
 import skops.io
 from mlflow import MlflowClient
 
+from tests.models.clip.helpers import make_checkpoint, make_pairs
 from tests.models.pair_matching.toys import SMALL_MLP, toy, toy_pairs
-from tests.models.test_clip_training import make_checkpoint, make_pairs
 from tests.test_no_pickle import Payload
-from vitrina.models.embedders import embedder_from_ruclip_bundle
+from vitrina.models.clip import ClipBundle
 from vitrina.models.pair_matching import fit_pair_matchers
-from vitrina.models.ruclip import load_ruclip
+from vitrina.utils import limit_threads
 from vitrina.pipelines.clip_finetune.nodes import register_finetuned_clip
 from vitrina.pipelines.pair_matching.reporting import register_pair_matcher_model
 from vitrina.registry import pip_requirements, registered_model_name
-from vitrina.utils import limit_threads
 
 SETTINGS = {"register_models": True, "model_name_prefix": "vitrina-test"}
 
@@ -52,7 +51,7 @@ def test_names_and_requirements():
 
 def test_fine_tuned_clip_is_registered_and_loads_by_name(tmp_path, store):
     pairs = make_pairs(tmp_path / "images", copies=1)
-    bundle = load_ruclip(make_checkpoint(tmp_path / "tiny", pairs["title"].tolist()))
+    bundle = ClipBundle.load(make_checkpoint(tmp_path / "tiny", pairs["title"].tolist()))
 
     off = register_finetuned_clip(bundle, {**SETTINGS, "register_models": False})
     assert off == {
@@ -79,7 +78,7 @@ def test_fine_tuned_clip_is_registered_and_loads_by_name(tmp_path, store):
         pd.DataFrame({"text": sample["title"], "image_path": sample["processed_path"]})
     )
     assert list(out.columns) == ["text_embedding", "image_embedding"]
-    direct = embedder_from_ruclip_bundle(bundle, {"device": "cpu", "progress": False})
+    direct = bundle.embedder({"device": "cpu", "progress": False})
     np.testing.assert_allclose(
         np.stack(out["text_embedding"]), direct.embed_texts(sample["title"].tolist()), atol=1e-5
     )

@@ -39,7 +39,7 @@ def run(
 
 
 #: Enough fine-tuning for the tiny random-weight model to learn something in seconds.
-FINETUNE = {"clip_finetune": {"train": {"epochs": 3, "lr": 5.0e-4}}}
+FINETUNE = {"clip_finetune": {"train": {"max_epochs": 3, "learning_rate": 5.0e-4}}}
 
 
 def test_main_job_then_probing_alone(kedro_project):
@@ -54,7 +54,8 @@ def test_main_job_then_probing_alone(kedro_project):
         "config.json",
         "pytorch_model.bin",
     ]
-    assert (Path("data/06_models/test/clip_finetune_state") / "state.pt").is_file()
+    run_dir = Path("data/06_models/test/clip_finetune")  # the Lightning run folder
+    assert {"best.ckpt", "last.ckpt"} <= {p.name for p in (run_dir / "checkpoints").iterdir()}
     retrieval = pd.read_csv(REPORTING / "clip_finetune_retrieval.csv")
     r10 = retrieval[retrieval.metric == "recall@10"].groupby("stage")["value"].mean()
     assert r10["finetuned"] > r10["base"], retrieval
@@ -116,13 +117,13 @@ def test_main_job_then_probing_alone(kedro_project):
     assert "params.probing.test_size" in runs.columns
     main = runs.iloc[1]  # the main job: fine-tuning curves, retrieval and the model in MLflow
     assert main["tags.kedro_pipeline"] == "__default__"
-    assert main["params.clip_finetune.train.epochs"] == "3"
+    assert main["params.clip_finetune.train.max_epochs"] == "3"
     client = mlflow.MlflowClient()
     assert (
-        len(client.get_metric_history(main.run_id, "clip_finetune.train.loss"))
+        len(client.get_metric_history(main.run_id, "clip_finetune-train_loss_step"))
         == history["step"].iloc[-1]
     )
-    assert len(client.get_metric_history(main.run_id, "clip_finetune.val.t2i_recall_10")) == 3
+    assert len(client.get_metric_history(main.run_id, "clip_finetune-val_t2i_recall_10")) == 3
     assert main["metrics.clip_finetune.finetuned.t2i_recall_10"] == pytest.approx(
         r10_t2i(retrieval)
     )

@@ -102,7 +102,12 @@ def test_the_shipped_parameters_of_every_environment_are_valid(kedro_project, ca
             "embeddings.precision = 'fp8': Input should be 'fp32', 'bf16' or 'fp16'",
         ),
         ({"image_processing": {"mode": "stretch"}}, "image_processing.mode = 'stretch'"),
-        ({"clip_finetune": {"train": {"epochs": 0}}}, "epochs must be >= 1"),
+        ({"clip_finetune": {"train": {"max_epochs": 0}}}, "max_epochs=0 must be >= 1"),
+        (
+            {"clip_finetune": {"train": {"epochs": 3}}},
+            "clip_finetune.train.epochs is no longer a setting: use max_epochs",
+        ),
+        ({"clip_finetune": {"state_dir": "x"}}, "use output_dir"),
         ({"captioning": {"model": "huge"}}, "captioning.model 'huge' is not in captioning.models"),
         ({"pair_matching": {"source": "csv"}}, "pair_matching.source = 'csv'"),
         (

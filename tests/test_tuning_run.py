@@ -17,7 +17,7 @@ OUT = "data/08_reporting/test/tuning"
 
 
 def test_tuning_twice_continues_the_study_and_writes_reports(kedro_project):
-    run(kedro_project, None, {"clip_finetune": {"train": {"epochs": 1}}})  # the main job first
+    run(kedro_project, None, {"clip_finetune": {"train": {"max_epochs": 1}}})  # the main job first
     params = "tuning.target=probing_mlp,tuning.n_trials=3,tuning.targets.probing_mlp.max_epochs=5"
     for _ in range(2):  # the README's command, twice: the second run continues the study
         kedro_cli(kedro_project, "run", "--pipeline=tuning", "--env=test", f"--params={params}")

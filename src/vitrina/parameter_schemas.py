@@ -3,7 +3,7 @@
 One model per top-level parameters key (``conf/base/parameters_<name>.yml``); they are
 registered in :data:`vitrina.validation.PARAMETER_SCHEMAS`. Each model states types,
 ranges and choices; where a step already has a config dataclass that validates its block
-(``clip_finetune.train``: :class:`~vitrina.models.clip_training.TrainConfig`, the
+(``clip_finetune.train``: :class:`~vitrina.models.clip.config.ClipFinetuneConfig`, the
 captioner's :class:`~vitrina.models.captioner.CaptionerConfig` and
 :class:`~vitrina.models.captioner_training.TrainingConfig`, the pair features'
 :class:`~vitrina.models.pair_matching.FeatureConfig` and MLP blocks, the tuning plan), the model calls
@@ -228,25 +228,34 @@ class ProbingParams(Schema):
 
 # ---------------------------------------------------------------------- clip_finetune
 class ClipFinetuneParams(Schema):
-    """``clip_finetune``: base and output model, split, training (``TrainConfig``)."""
+    """``clip_finetune``: base and output model, split, run folder, training
+    (:class:`~vitrina.models.clip.config.ClipFinetuneConfig`: the engine's settings and
+    the contrastive options)."""
 
     base_model: str
     output_model: str
     text_field: str = "title"
     val_size: Fraction = 0.2
     split_seed: int = 42
-    state_dir: str | None = None
-    resume: bool = True
-    nproc_per_node: Positive | Literal["auto"] = 1
+    output_dir: str | None = None
     log_model_to_mlflow: bool = True
     train: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        from vitrina.models.clip.config import RENAMED_STEP, refuse_renamed
+
+        if isinstance(data, dict):
+            refuse_renamed(data, RENAMED_STEP, "clip_finetune")
+        return data
 
     @field_validator("train")
     @classmethod
     def _train(cls, train: dict[str, Any] | None) -> dict[str, Any] | None:
-        from vitrina.models.clip_training import TrainConfig
+        from vitrina.models.clip.config import ClipFinetuneConfig
 
-        return _dataclass_check(TrainConfig.from_dict, train)
+        return _dataclass_check(ClipFinetuneConfig.from_params, train)
 
     @model_validator(mode="after")
     def _models(self, info: ValidationInfo) -> ClipFinetuneParams:

@@ -165,9 +165,7 @@ _PYFUNC_CLASS: type | None = None
 
 
 def _clip_embedder(path: str, config: dict[str, Any]) -> Any:
-    from vitrina.models.embedders import embedder_from_hf_bundle, embedder_from_ruclip_bundle
-    from vitrina.models.hf_clip import is_hf_checkpoint, load_hf_clip
-    from vitrina.models.ruclip import load_ruclip
+    from vitrina.models.clip import ClipBundle
 
     settings = {
         "batch_size": int(config.get("batch_size", 64)),
@@ -176,11 +174,7 @@ def _clip_embedder(path: str, config: dict[str, Any]) -> Any:
         "num_workers": int(config.get("num_workers", 1)),
         "progress": False,
     }
-    folder = Path(path)
-    if is_hf_checkpoint(folder) and not (folder / "bpe.model").is_file():
-        bundle = load_hf_clip(folder)
-        return embedder_from_hf_bundle(bundle.model, bundle.processor, settings, "clip")
-    return embedder_from_ruclip_bundle(load_ruclip(folder), settings, "clip")
+    return ClipBundle.load(Path(path)).embedder(settings, "clip")
 
 
 def _embed_frame(embedder: Any, frame: pd.DataFrame) -> pd.DataFrame:
@@ -299,8 +293,7 @@ def register_clip(bundle: Any, settings: dict[str, Any] | None) -> dict[str, Any
     """Register a CLIP bundle as ``<prefix>-clip`` when ``settings["register_models"]``.
 
     Args:
-        bundle: :class:`~vitrina.models.ruclip.RuClipBundle` or
-            :class:`~vitrina.models.hf_clip.HfClipBundle` (saved in its own layout).
+        bundle: a :class:`vitrina.models.clip.ClipBundle` (saved in its own layout).
         settings: the ``mlflow`` parameters.
 
     Returns:
@@ -308,11 +301,9 @@ def register_clip(bundle: Any, settings: dict[str, Any] | None) -> dict[str, Any
     """
     if not (settings or {}).get("register_models", False):
         return not_registered(settings, "clip")
-    from vitrina.models.clip_launch import _save_bundle
-
     with tempfile.TemporaryDirectory(prefix="vitrina-register-clip-") as tmp:
         path = Path(tmp) / "checkpoint"
-        _save_bundle(bundle, path)
+        bundle.save(path)
         return log_and_register("clip", {"checkpoint": str(path)}, settings)
 
 

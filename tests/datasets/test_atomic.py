@@ -31,7 +31,7 @@ SELF_ATOMIC_OR_NO_FILE = {
     "MemoryDataset",
     "MlflowMetricsHistoryDataset",
     "PairMatcherDataset",
-    "RuClipCheckpointDataset",
+    "ClipCheckpointDataset",
     "ReviewStoreDataset",  # a database: transactions, no file written
     "JSONPostDataset",  # an HTTP POST
     "SeedClassificationDataset",  # read-only sources

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.models.test_embedders import _tiny_hf_clip
+from tests.models.clip.helpers import tiny_hf_clip
 from vitrina.models.classifiers import (
     REGISTRY,
     ImageBackbone,
@@ -19,8 +19,8 @@ from vitrina.models.classifiers import (
     backbone_from_spec,
     build_backbone,
 )
+from vitrina.models.clip import ClipBundle
 from vitrina.models.embedders import build_embedder
-from vitrina.models.hf_clip import load_hf_clip
 from vitrina.models.ruclip import CheckpointNotFoundError, load_ruclip, write_tiny_ruclip_checkpoint
 
 TINY = ["tiny_resnet", "tiny_vit", "tiny_convnext"]
@@ -239,9 +239,9 @@ def test_clip_vision_from_a_tiny_ruclip_matches_the_embedder(tmp_path, photos, n
 
 
 def test_clip_vision_from_a_hf_clip_directory(tmp_path, photos, no_network):
-    path = _tiny_hf_clip(tmp_path / "hf")
+    path = tiny_hf_clip(tmp_path / "hf")
     backbone = build_backbone("clip_vision", checkpoint=str(path))
-    bundle = load_hf_clip(path)
+    bundle = ClipBundle.load(path)
     assert backbone.feature_dim == 16
     with torch.inference_mode():
         x = _pixels(bundle.processor.image_processor, photos)

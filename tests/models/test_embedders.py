@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from vitrina.models.embedders import TfidfSvdEmbedder, build_embedder, embedder_from_ruclip_bundle
-from vitrina.models.ruclip import (
-    image_features,
-    load_ruclip,
-    text_features,
-    write_tiny_ruclip_checkpoint,
-)
+from tests.models.clip.helpers import tiny_hf_clip
+from vitrina.models.clip import ClipBundle
+from vitrina.models.embedders import TfidfSvdEmbedder, build_embedder, embedder_from_bundle
+from vitrina.models.ruclip import image_features, text_features, write_tiny_ruclip_checkpoint
 
 TITLES = [
     "Платье женское красное в полоску",
@@ -33,7 +28,7 @@ def bundle(tmp_path_factory):
     path = write_tiny_ruclip_checkpoint(
         tmp_path_factory.mktemp("ckpt") / "tiny", TITLES * 3, seed=1
     )
-    return load_ruclip(path)
+    return ClipBundle.load(path)
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +44,7 @@ def images(tmp_path_factory):
 
 
 def test_clip_embedder_equals_one_by_one_forward_passes(bundle, images):
-    emb = embedder_from_ruclip_bundle(
-        bundle, {"batch_size": 3, "num_workers": 2, "progress": False}
-    )
+    emb = embedder_from_bundle(bundle, {"batch_size": 3, "num_workers": 2, "progress": False})
     text = emb.embed_texts(TITLES)
     image = emb.embed_images(images)
     assert text.dtype == image.dtype == np.float32
@@ -70,14 +63,12 @@ def test_clip_embedder_equals_one_by_one_forward_passes(bundle, images):
 
 
 def test_bf16_autocast_stays_close_to_fp32(bundle, images):
-    fp32 = embedder_from_ruclip_bundle(bundle, {"batch_size": 4, "progress": False})
-    bf16 = embedder_from_ruclip_bundle(
-        bundle, {"batch_size": 4, "precision": "bf16", "progress": False}
-    )
+    fp32 = embedder_from_bundle(bundle, {"batch_size": 4, "progress": False})
+    bf16 = embedder_from_bundle(bundle, {"batch_size": 4, "precision": "bf16", "progress": False})
     cos = (fp32.embed_images(images) * bf16.embed_images(images)).sum(axis=1)
     assert cos.min() > 0.98
     with pytest.raises(ValueError, match="precision must be one of"):
-        embedder_from_ruclip_bundle(bundle, {"precision": "int4"})
+        embedder_from_bundle(bundle, {"precision": "int4"})
 
 
 def test_tfidf_svd_baseline(images):
@@ -106,58 +97,8 @@ def test_registry_errors_name_the_problem():
         build_embedder({"type": "ruclip"}, name="base")
 
 
-def _tiny_hf_clip(path):
-    """A tiny random Hugging Face CLIP checkpoint (model + byte-level BPE tokenizer + processor)."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    chars = list(bytes_to_unicode().values())
-    vocab = {
-        c: i
-        for i, c in enumerate(
-            chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
-        )
-    }
-    path.mkdir()
-    (path / "vocab.json").write_text(json.dumps(vocab))
-    (path / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt"))
-    config = CLIPConfig(
-        text_config={
-            "vocab_size": len(vocab),
-            "bos_token_id": 512,
-            "eos_token_id": 513,
-            "pad_token_id": 513,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "max_position_embeddings": 77,
-        },
-        vision_config={
-            "image_size": 32,
-            "patch_size": 16,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-        },
-        projection_dim=16,
-    )
-    torch.manual_seed(0)
-    CLIPModel(config).save_pretrained(path)
-    processor = CLIPProcessor(
-        image_processor=CLIPImageProcessor(
-            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
-        ),
-        tokenizer=tokenizer,
-    )
-    processor.save_pretrained(path)
-    return path
-
-
 def test_hf_clip_from_a_local_directory(tmp_path, images):
-    path = _tiny_hf_clip(tmp_path / "clip")
+    path = tiny_hf_clip(tmp_path / "clip")
     emb = build_embedder(
         {"type": "hf_clip", "checkpoint": str(path)},
         {"batch_size": 2, "progress": False},

@@ -13,13 +13,17 @@ from kedro.io import DataCatalog, DatasetError, MemoryDataset, Version
 from kedro.runner import SequentialRunner
 
 from tests.conftest import REPO
-from tests.models.test_clip_training import FAST, make_checkpoint, make_pairs
-from tests.models.test_embedders import _tiny_hf_clip
+from tests.models.clip.helpers import FAST, make_checkpoint, make_pairs, tiny_hf_clip
 from vitrina.config import finetune_spec
-from vitrina.datasets import RuClipCheckpointDataset
-from vitrina.models.hf_clip import HfClipBundle, load_hf_clip
-from vitrina.models.ruclip import RuClipBundle, load_ruclip
-from vitrina.pipelines.clip_finetune.nodes import make_finetune_pairs, split_finetune_pairs
+from vitrina.datasets import ClipCheckpointDataset
+from vitrina.models.clip import ClipBundle, ClipFinetuneConfig
+from vitrina.models.clip.finetune import fine_tune
+from vitrina.models.ruclip import load_ruclip
+from vitrina.pipelines.clip_finetune.nodes import (
+    finetune_clip,
+    make_finetune_pairs,
+    split_finetune_pairs,
+)
 from vitrina.pipelines.clip_finetune.pipeline import finetune_pipeline
 from vitrina.pipelines.embeddings.nodes import embed_products_with_checkpoint
 
@@ -27,8 +31,8 @@ from vitrina.pipelines.embeddings.nodes import embed_products_with_checkpoint
 def params(**train) -> dict:
     base = yaml.safe_load((REPO / "conf/base/parameters_clip_finetune.yml").read_text())
     p = base["clip_finetune"]
-    p.update(state_dir=None, log_model_to_mlflow=False, val_size=0.5)
-    p["train"].update({**FAST, "epochs": 3, "batch_size": 8, "lr": 3e-3, "device": "cpu", **train})
+    p.update(output_dir=None, log_model_to_mlflow=False, val_size=0.5)
+    p["train"].update({**FAST, "max_epochs": 3, "batch_size": 8, "learning_rate": 3e-3, **train})
     return p
 
 
@@ -126,7 +130,7 @@ def test_pipeline_fine_tunes_and_reports_retrieval_before_and_after(catalogue):
         pipeline,
         products=products,
         image_manifest=manifest,
-        **{"tiny.checkpoint": load_ruclip(checkpoint), "params:clip_finetune": params()},
+        **{"tiny.checkpoint": ClipBundle.load(checkpoint), "params:clip_finetune": params()},
     )
     assert pipeline.outputs() == {
         "clip_finetune.retrieval_report",
@@ -135,7 +139,7 @@ def test_pipeline_fine_tunes_and_reports_retrieval_before_and_after(catalogue):
         "clip_finetune.model_registration",
     }
     assert {"tiny_finetuned.checkpoint", "clip_finetune.history", "clip_finetune.pairs"} <= set(out)
-    assert isinstance(out["tiny_finetuned.checkpoint"], RuClipBundle)
+    assert out["tiny_finetuned.checkpoint"].kind == "ruclip"
     history = out["clip_finetune.history"]
     assert history["epoch"].tolist() == [1, 2, 3] and history["is_best"].sum() >= 1
     report = out["clip_finetune.retrieval_report"]
@@ -165,14 +169,14 @@ def test_pipeline_fine_tunes_and_reports_retrieval_before_and_after(catalogue):
 def test_checkpoint_dataset_is_versioned_and_keeps_the_ruclip_layout(catalogue, tmp_path):
     _, _, checkpoint = catalogue
     path = tmp_path / "models" / "tiny_finetuned"
-    ds = RuClipCheckpointDataset(path=str(path), version=Version(None, None))
+    ds = ClipCheckpointDataset(path=str(path), version=Version(None, None))
     with pytest.raises(
         DatasetError,
         match=r"No version of checkpoint 'tiny_finetuned' has been saved.*kedro run --pipeline=clip_finetune",
     ):
         ds.load()
     assert not ds.exists() and "not written yet" in ds.preview()
-    bundle = load_ruclip(checkpoint)
+    bundle = ClipBundle.load(checkpoint)
     ds.save(bundle)
     (version,) = ds.list_versions(full_path=False)
     saved = path / version / "tiny_finetuned"
@@ -182,40 +186,55 @@ def test_checkpoint_dataset_is_versioned_and_keeps_the_ruclip_layout(catalogue, 
         "pytorch_model.bin",
     ]
     assert load_ruclip(saved).config == bundle.config  # the same loader as a hub checkpoint
-    again = RuClipCheckpointDataset(path=str(path), version=Version(None, None))
+    again = ClipCheckpointDataset(path=str(path), version=Version(None, None))
     again.save(bundle)
     assert len(again.list_versions()) == 2
-    loaded = RuClipCheckpointDataset(path=str(path), version=Version(None, None)).load()
+    loaded = ClipCheckpointDataset(path=str(path), version=Version(None, None)).load()
     for a, b in zip(
         loaded.model.state_dict().values(), bundle.model.state_dict().values(), strict=True
     ):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert '"versions"' in again.preview()
-    with pytest.raises(DatasetError, match="saves a RuClipBundle .* or an HfClipBundle"):
-        RuClipCheckpointDataset(path=str(tmp_path / "x")).save({"not": "a bundle"})
+    with pytest.raises(DatasetError, match="saves a vitrina.models.clip.ClipBundle, got dict"):
+        ClipCheckpointDataset(path=str(tmp_path / "x")).save({"not": "a bundle"})
 
 
 def test_a_hugging_face_clip_fine_tunes_and_saves_with_save_pretrained(catalogue, tmp_path):
-    from vitrina.models.clip_launch import run_training
-    from vitrina.models.clip_training import TrainConfig
-
     products, manifest, _ = catalogue
-    base = load_hf_clip(_tiny_hf_clip(tmp_path / "hf"))
+    base = ClipBundle.load(tiny_hf_clip(tmp_path / "hf"))
     pairs = split_finetune_pairs(make_finetune_pairs(products, manifest, {}), {"val_size": 0.5})
-    config = TrainConfig(**{**params()["train"], "epochs": 1})
-    result = run_training(base, pairs[pairs.split == "train"], pairs[pairs.split == "val"], config)
-    assert len(result.history) == 1 and np.isfinite(result.history[0]["train_loss"])
-    ds = RuClipCheckpointDataset(path=str(tmp_path / "hf_finetuned"))
-    ds.save(HfClipBundle(result.model, base.processor))
+    config = ClipFinetuneConfig.from_params({**params()["train"], "max_epochs": 1})
+    result = fine_tune(
+        base, pairs[pairs.split == "train"], pairs[pairs.split == "val"], config, tmp_path / "run"
+    )
+    assert len(result.history) == 1 and np.isfinite(result.history["train_loss"].iloc[0])
+    ds = ClipCheckpointDataset(path=str(tmp_path / "hf_finetuned"))
+    ds.save(result.bundle)
     assert {"config.json", "model.safetensors", "processor_config.json"} <= {
         p.name for p in (tmp_path / "hf_finetuned").iterdir()
     }
     loaded = ds.load()
-    assert isinstance(loaded, HfClipBundle)
+    assert loaded.kind == "hf_clip"
     emb = embed_products_with_checkpoint(
         products, manifest, loaded, {"type": "hf_clip"}, {"batch_size": 16, "progress": False}
     )
     assert emb.text.shape == (len(products), 16) and emb.image.shape == (len(products), 16)
+
+
+def test_old_step_keys_fail_naming_their_replacements(catalogue):
+    products, manifest, checkpoint = catalogue
+    pairs = split_finetune_pairs(make_finetune_pairs(products, manifest, {}), {"val_size": 0.5})
+    bundle = ClipBundle.load(checkpoint)
+    with pytest.raises(
+        ValueError, match=r"clip_finetune.state_dir is no longer a setting: use output_dir"
+    ):
+        finetune_clip(bundle, pairs, {**params(), "state_dir": "x"})
+    with pytest.raises(ValueError, match=r"clip_finetune.nproc_per_node .*train.devices"):
+        finetune_clip(bundle, pairs, {**params(), "nproc_per_node": 2})
+    with pytest.raises(
+        ValueError, match=r"clip_finetune.train.lr is no longer a setting: use learning_rate"
+    ):
+        finetune_clip(bundle, pairs, params(lr=1e-3))
 
 
 def test_finetune_spec_names_a_model_that_cannot_be_fine_tuned(tmp_path):

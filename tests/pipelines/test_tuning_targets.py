@@ -17,12 +17,12 @@ import yaml
 from PIL import Image
 
 from tests.conftest import REPO
-from tests.models.test_clip_training import FAST as CLIP_FAST
-from tests.models.test_clip_training import make_checkpoint, make_pairs
+from tests.models.clip.helpers import FAST as CLIP_FAST
+from tests.models.clip.helpers import make_checkpoint, make_pairs
 from tests.pipelines.test_captioning import TINY_MODEL
 from tests.pipelines.test_pair_matching import catalogue as pair_catalogue
 from tests.pipelines.test_pair_matching import params as pair_params
-from vitrina.models.ruclip import load_ruclip
+from vitrina.models.clip import ClipBundle
 from vitrina.pipelines.clip_finetune.nodes import make_finetune_pairs, split_finetune_pairs
 from vitrina.pipelines.pair_matching.nodes import (
     evaluate_pair_matchers,
@@ -188,21 +188,20 @@ def clip_data(tmp_path_factory):
     pairs = make_pairs(root / "images")
     products = pairs[["product_id", "title", "group_id"]].assign(description="")
     manifest = pairs[["product_id", "processed_path"]]
-    bundle = load_ruclip(make_checkpoint(root / "models" / "tiny", pairs["title"].tolist()))
+    bundle = ClipBundle.load(make_checkpoint(root / "models" / "tiny", pairs["title"].tolist()))
     step = base_params("clip_finetune")
     step.update(
         base_model="tiny",
         val_size=0.25,
-        state_dir=str(root / "step_state"),
+        output_dir=str(root / "step_state"),
         log_model_to_mlflow=False,
     )
     step["train"].update(
         {
             **CLIP_FAST,
-            "epochs": 3,
+            "max_epochs": 3,
             "batch_size": 8,
-            "lr": 3e-3,
-            "device": "cpu",
+            "learning_rate": 3e-3,
             "recall_ks": [1, 5],
         }
     )
@@ -229,7 +228,8 @@ def test_clip_target_validates_on_the_training_split_and_tests_on_the_steps_vali
 
     before = {k: v.clone() for k, v in bundle.model.state_dict().items()}
     defaults = target.defaults()
-    assert defaults["lr"] == 3e-3 and defaults["epochs"] == 3 and "seed" not in defaults
+    assert defaults["learning_rate"] == 3e-3 and defaults["max_epochs"] == 3
+    assert "seed" not in defaults and "accelerator" not in defaults
     report = Recorder()
     value = target.objective(defaults, report)
     assert report.steps == [1, 2, 3]  # validation mean recall after every epoch
@@ -255,14 +255,14 @@ def test_clip_target_prunes_caps_epochs_and_loads_its_base(clip_data):
     config = {"max_epochs": 2, "tmp_dir": str(root / "trials2")}
     target = ClipFinetuneTarget(config, parameters, products, manifest, bundle)
     report = Recorder()
-    target.objective({"lr": 1e-3}, report)
+    target.objective({"learning_rate": 1e-3}, report)
     assert report.steps == [1, 2]  # the step's 3 epochs capped at 2
     report = Recorder()
-    target.objective({"epochs": 1, "batch_size": 4}, report)
+    target.objective({"max_epochs": 1, "batch_size": 4}, report)
     assert report.steps == [1]
     report = Recorder(prune_at=1)
     with pytest.raises(optuna.TrialPruned):
-        target.objective({"epochs": 3}, report)
+        target.objective({"max_epochs": 3}, report)
     assert report.steps == [1] and list((root / "trials2").iterdir()) == []
 
     with pytest.raises(ValueError, match="the val part has .* fewer than 5"):

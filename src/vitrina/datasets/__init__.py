@@ -2,7 +2,7 @@
 CSV source tables, seed 004's classification layouts, the review database and a JSON POST
 endpoint."""
 
-from .checkpoint import RuClipCheckpointDataset
+from .checkpoint import ClipCheckpointDataset
 from .classifier import ClassifierDataset
 from .csv import CSVDataset
 from .demo_catalogue import DemoCatalogueDataset
@@ -20,7 +20,7 @@ __all__ = [
     "ImageFolderDataset",
     "JSONPostDataset",
     "ReviewStoreDataset",
-    "RuClipCheckpointDataset",
+    "ClipCheckpointDataset",
     "SeedClassificationDataset",
     "SeedMetricLearningDataset",
 ]

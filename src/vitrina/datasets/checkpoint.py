@@ -10,18 +10,16 @@ from kedro.io import AbstractVersionedDataset, DatasetError, Version
 from kedro.io.core import VersionNotFoundError
 from kedro_datasets._typing import JSONPreview
 
-RUCLIP_FILES = ("bpe.model", "config.json", "pytorch_model.bin")
 
-
-class RuClipCheckpointDataset(AbstractVersionedDataset[Any, Any]):
+class ClipCheckpointDataset(AbstractVersionedDataset[Any, Any]):
     """A CLIP checkpoint directory, optionally versioned.
 
-    ``load()`` returns a :class:`vitrina.models.ruclip.RuClipBundle` for a ruCLIP
-    checkpoint (``bpe.model``, ``config.json``, ``pytorch_model.bin``: the layout of the
-    hub's ``ai-forever/ruclip-*`` checkpoints, which the old ruclip package loads too) and
-    a :class:`vitrina.models.hf_clip.HfClipBundle` for a ``save_pretrained`` directory (any
-    other Hugging Face CLIP).  ``save(bundle)`` writes the layout of the bundle's kind
-    through a temporary directory renamed into place, so the directory is always complete.
+    ``load()`` returns a :class:`vitrina.models.clip.ClipBundle` of either layout: ruCLIP
+    (``bpe.model``, ``config.json``, ``pytorch_model.bin``: the hub's ``ai-forever/ruclip-*``
+    checkpoints, which the old ruclip package loads too) or ``save_pretrained`` (any other
+    Hugging Face CLIP), detected from the files. ``save(bundle)`` writes the bundle's own
+    layout through a temporary directory renamed into place, so the directory is always
+    complete.
 
     With ``versioned: true`` every save is a new directory
     ``<path>/<timestamp>/<name>/`` and ``load()`` takes the latest one (Kedro dataset
@@ -30,7 +28,7 @@ class RuClipCheckpointDataset(AbstractVersionedDataset[Any, Any]):
     Example catalogue entry::
 
         "{model}_finetuned.checkpoint":
-          type: vitrina.datasets.RuClipCheckpointDataset
+          type: vitrina.datasets.ClipCheckpointDataset
           path: data/06_models/${globals:catalogue}/{model}_finetuned
           versioned: true
     """
@@ -66,37 +64,34 @@ class RuClipCheckpointDataset(AbstractVersionedDataset[Any, Any]):
             ) from err
 
     def load(self) -> Any:
-        from vitrina.models.hf_clip import is_hf_checkpoint, load_hf_clip
-        from vitrina.models.ruclip import load_ruclip
+        from vitrina.models.clip import ClipBundle
+        from vitrina.models.clip.hf import is_hf_checkpoint, is_ruclip_checkpoint
 
         path = self._directory()
-        if is_hf_checkpoint(path) and not (path / "bpe.model").is_file():
-            return load_hf_clip(path)
-        missing = [f for f in RUCLIP_FILES if not (path / f).is_file()]
-        if missing:
-            raise DatasetError(f"Checkpoint directory '{path}' lacks {missing}: {self._hint()}")
-        return load_ruclip(path)
+        if not (is_ruclip_checkpoint(path) or is_hf_checkpoint(path)):
+            present = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+            raise DatasetError(
+                f"Checkpoint directory '{path}' holds neither a ruCLIP checkpoint (bpe.model, "
+                "config.json, pytorch_model.bin) nor a save_pretrained one (config.json, "
+                f"model.safetensors, processor_config.json); it has {present}: {self._hint()}"
+            )
+        return ClipBundle.load(path)
 
     def save(self, data: Any) -> None:
-        from vitrina.models.hf_clip import HfClipBundle, save_hf_clip
-        from vitrina.models.ruclip import RuClipBundle, save_ruclip_checkpoint
+        from vitrina.models.clip import ClipBundle
 
-        path = Path(str(self._get_save_path()))
-        if isinstance(data, RuClipBundle):
-            save_ruclip_checkpoint(data.model, data.tokenizer, data.config, path)
-        elif isinstance(data, HfClipBundle):
-            save_hf_clip(data, path)
-        else:
+        if not isinstance(data, ClipBundle):
             raise DatasetError(
-                "RuClipCheckpointDataset saves a RuClipBundle (ruCLIP layout) or an "
-                f"HfClipBundle (save_pretrained), got {type(data).__name__}"
+                f"ClipCheckpointDataset saves a vitrina.models.clip.ClipBundle, got "
+                f"{type(data).__name__}"
             )
+        data.save(Path(str(self._get_save_path())))
 
     def _exists(self) -> bool:
-        from vitrina.models.hf_clip import is_hf_checkpoint
+        from vitrina.models.clip.hf import is_hf_checkpoint, is_ruclip_checkpoint
 
         path = Path(str(self._get_load_path()))
-        return all((path / f).is_file() for f in RUCLIP_FILES) or is_hf_checkpoint(path)
+        return is_ruclip_checkpoint(path) or is_hf_checkpoint(path)
 
     def preview(self) -> JSONPreview:
         """kedro-viz preview: the checkpoint's ``config.json``, file sizes (MB), versions."""

@@ -42,7 +42,7 @@ from vitrina.models.captioner import (
     load_image,
     resolve_dtype,
 )
-from vitrina.models.clip_training import parameter_groups
+from vitrina.training.optim import parameter_groups
 from vitrina.utils import atomic_path, limit_threads, resolve_device
 
 logger = logging.getLogger(__name__)

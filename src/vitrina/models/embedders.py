@@ -291,74 +291,16 @@ class TfidfSvdEmbedder(Embedder):
         return l2_normalise(self._image.transform(thumbs))
 
 
-def _clip_embedder_from_bundle(bundle: Any, settings: dict[str, Any], name: str) -> ClipEmbedder:
-    """A :class:`ClipEmbedder` over a :class:`vitrina.models.ruclip.RuClipBundle`."""
-    processor = bundle.image_processor
-
-    def preprocess(img: Image.Image) -> np.ndarray:
-        return processor(images=img, return_tensors="np")["pixel_values"][0]
-
-    return ClipEmbedder(
-        bundle.model,
-        lambda texts: bundle.tokenizer(texts, padding="longest"),
-        preprocess,
-        batch_size=settings.get("batch_size", 64),
-        device=settings.get("device", "auto"),
-        precision=settings.get("precision", "fp32"),
-        num_workers=settings.get("num_workers", 2),
-        progress=settings.get("progress", True),
-        name=name,
-    )
+def embedder_from_bundle(bundle: Any, settings: dict[str, Any], name: str = "clip") -> ClipEmbedder:
+    """Embedder over an already loaded :class:`vitrina.models.clip.ClipBundle` (either
+    layout, e.g. a catalogue checkpoint); ``settings`` as :meth:`ClipBundle.embedder`."""
+    return bundle.embedder(settings, name)
 
 
-def embedder_from_ruclip_bundle(
-    bundle: Any, settings: dict[str, Any], name: str = "ruclip"
-) -> ClipEmbedder:
-    """Embedder over an already loaded ruCLIP bundle (e.g. a catalogue checkpoint)."""
-    return _clip_embedder_from_bundle(bundle, settings, name)
+def _clip(spec: dict[str, Any], settings: dict[str, Any], name: str) -> ClipEmbedder:
+    from vitrina.models.clip import ClipBundle
 
-
-def embedder_from_hf_bundle(
-    model: Any, processor: Any, settings: dict[str, Any], name: str = "hf_clip"
-) -> ClipEmbedder:
-    """Embedder over a loaded Hugging Face CLIP/SigLIP model and its ``AutoProcessor``
-    (e.g. a :class:`vitrina.models.hf_clip.HfClipBundle` from the catalogue)."""
-    # SigLIP was trained with texts padded to a fixed length; CLIP pools at eos.
-    padding = "max_length" if "siglip" in type(model).__name__.lower() else "longest"
-
-    def tokenize(texts: list[str]) -> dict[str, Any]:
-        return processor.tokenizer(texts, padding=padding, truncation=True, return_tensors="pt")
-
-    def preprocess(img: Image.Image) -> np.ndarray:
-        return processor.image_processor(images=img, return_tensors="np")["pixel_values"][0]
-
-    return ClipEmbedder(
-        model,
-        tokenize,
-        preprocess,
-        batch_size=settings.get("batch_size", 64),
-        device=settings.get("device", "auto"),
-        precision=settings.get("precision", "fp32"),
-        num_workers=settings.get("num_workers", 2),
-        progress=settings.get("progress", True),
-        name=name,
-    )
-
-
-def _hf_clip(spec: dict[str, Any], settings: dict[str, Any], name: str) -> ClipEmbedder:
-    from transformers import AutoModel, AutoProcessor
-
-    from vitrina.models.ruclip import resolve_checkpoint
-
-    path = resolve_checkpoint(spec["checkpoint"], required_files=None)
-    model = AutoModel.from_pretrained(path)
-    return embedder_from_hf_bundle(model, AutoProcessor.from_pretrained(path), settings, name)
-
-
-def _ruclip(spec: dict[str, Any], settings: dict[str, Any], name: str) -> ClipEmbedder:
-    from vitrina.models.ruclip import load_ruclip
-
-    return _clip_embedder_from_bundle(load_ruclip(spec["checkpoint"]), settings, name)
+    return ClipBundle.load(spec["checkpoint"], kind=spec["type"]).embedder(settings, name)
 
 
 def _tfidf_svd(spec: dict[str, Any], settings: dict[str, Any], name: str) -> TfidfSvdEmbedder:
@@ -372,8 +314,8 @@ def _tfidf_svd(spec: dict[str, Any], settings: dict[str, Any], name: str) -> Tfi
 
 
 EMBEDDER_TYPES: dict[str, Callable[[dict[str, Any], dict[str, Any], str], Embedder]] = {
-    "ruclip": _ruclip,
-    "hf_clip": _hf_clip,
+    "ruclip": _clip,
+    "hf_clip": _clip,
     "tfidf_svd": _tfidf_svd,
 }
 

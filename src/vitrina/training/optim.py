@@ -60,10 +60,14 @@ def adamw_with_cosine(
     total_steps: int,
     warmup_ratio: float = 0.0,
     lr_scales: dict[str, float] | None = None,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
 ) -> dict[str, Any]:
     """``configure_optimizers`` output: AdamW over :func:`parameter_groups`, stepped per
     batch by transformers' ``get_cosine_schedule_with_warmup`` (linear warm-up over
     ``warmup_ratio`` of ``total_steps``, then cosine decay to 0).
+
+    ``betas`` / ``eps`` are AdamW's (torch's defaults; CLIP uses (0.9, 0.98) and 1e-6).
 
     Raises:
         ValueError: ``total_steps`` < 1 or ``warmup_ratio`` outside [0, 1).
@@ -78,7 +82,7 @@ def adamw_with_cosine(
     groups = parameter_groups(model, weight_decay, lr_scales=lr_scales)
     for group in groups:
         group["lr"] = learning_rate * group.pop("lr_scale")
-    optimizer = torch.optim.AdamW(groups, lr=learning_rate)
+    optimizer = torch.optim.AdamW(groups, lr=learning_rate, betas=tuple(betas), eps=eps)
     scheduler = get_cosine_schedule_with_warmup(
         optimizer, int(round(warmup_ratio * total_steps)), total_steps
     )

@@ -126,14 +126,18 @@ class TrainingRun:
         return Path(self.root) / "checkpoints"
 
     def trainer(
-        self, config: TrainingConfig, extra_callbacks: Sequence[Callback] = ()
+        self,
+        config: TrainingConfig,
+        extra_callbacks: Sequence[Callback] = (),
+        trainer_options: dict[str, Any] | None = None,
     ) -> pl.Trainer:
         """A ``Trainer`` with the project's callbacks, loggers and precision rules.
 
         Callbacks: ``top-*.ckpt`` (``save_top_k``) with ``last.ckpt``,
         ``EarlyStopping`` on the monitored metric (``patience``; also stops on a NaN
         metric), ``LearningRateMonitor`` and Lightning's progress bar, then
-        ``extra_callbacks`` (pruning, tests).
+        ``extra_callbacks`` (pruning, tests). ``trainer_options`` are further
+        ``Trainer`` arguments of a task (e.g. ``accumulate_grad_batches``).
         """
         accelerator = resolve_accelerator(config.accelerator)
         callbacks: list[Callback] = [
@@ -175,6 +179,7 @@ class TrainingRun:
             enable_model_summary=False,
             enable_progress_bar=_interactive(),
             plugins=[AtomicCheckpointIO()],
+            **(trainer_options or {}),
         )
 
 
@@ -207,6 +212,7 @@ def fit_resumable(
     config: TrainingConfig,
     fingerprint: dict[str, Any],
     extra_callbacks: Sequence[Callback] = (),
+    trainer_options: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train ``module``, resuming an interrupted run with the same ``fingerprint``.
 
@@ -218,6 +224,7 @@ def fit_resumable(
         fingerprint: everything the result depends on (task parameters, data ids and
             labels, initial weights' identity). A change starts a new run.
         extra_callbacks: added after the project's callbacks.
+        trainer_options: further ``Trainer`` arguments (see :meth:`TrainingRun.trainer`).
 
     Returns:
         :class:`FitResult` of the best checkpoint.
@@ -259,7 +266,7 @@ def fit_resumable(
     resume = (run.checkpoints / "last.ckpt").is_file()
     if resume:
         logger.info("%s: resuming from %s", run.name, run.checkpoints / "last.ckpt")
-    trainer = run.trainer(config, extra_callbacks)
+    trainer = run.trainer(config, extra_callbacks, trainer_options)
     with limit_threads(config.num_threads):
         trainer.fit(module, datamodule=datamodule, ckpt_path="last" if resume else None)
     best_cb = trainer.checkpoint_callback

@@ -2,7 +2,7 @@
 
 A ruCLIP checkpoint (``bpe.model``, ``config.json``, ``pytorch_model.bin``) or a Hugging
 Face CLIP ``save_pretrained`` directory -- a base model or the ``clip_finetune`` output --
-is loaded through the project's own loaders (:func:`vitrina.models.hf_clip.load_clip_checkpoint`),
+is loaded through the project's own loaders (:meth:`vitrina.models.clip.ClipBundle.load`),
 and its vision transformer + visual projection are copied into a
 ``transformers.CLIPVisionModelWithProjection``.  Its ``image_embeds`` equal
 ``CLIPModel.get_image_features`` (what the embeddings pipeline L2-normalises), so a head
@@ -63,7 +63,7 @@ def clip_vision_tower(
     from transformers import CLIPVisionModelWithProjection
 
     from vitrina.models.classifiers.backbones import REGISTRY, checkpoint_stats, patch_config
-    from vitrina.models.hf_clip import HfClipBundle, load_clip_checkpoint
+    from vitrina.models.clip import ClipBundle
     from vitrina.models.ruclip import resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint, required_files=None)
@@ -80,11 +80,5 @@ def clip_vision_tower(
         tower = CLIPVisionModelWithProjection.from_pretrained(path, config=config)
         mean, std = checkpoint_stats(path, REGISTRY["clip_vision"])
         return tower, mean, std
-    bundle = load_clip_checkpoint(path)
-    processor = (
-        bundle.processor.image_processor
-        if isinstance(bundle, HfClipBundle)
-        else bundle.image_processor
-    )
-    tower = _tower_from_clip(bundle.model, overrides)
-    return tower, tuple(processor.image_mean), tuple(processor.image_std)
+    bundle = ClipBundle.load(path)
+    return _tower_from_clip(bundle.model, overrides), bundle.mean, bundle.std

@@ -10,12 +10,7 @@ from typing import Any
 import pandas as pd
 
 from vitrina.datasets.embeddings import Embeddings
-from vitrina.models.embedders import (
-    Embedder,
-    build_embedder,
-    embedder_from_hf_bundle,
-    embedder_from_ruclip_bundle,
-)
+from vitrina.models.embedders import Embedder, build_embedder, embedder_from_bundle
 
 logger = logging.getLogger(__name__)
 
@@ -112,19 +107,12 @@ def embed_products_with_checkpoint(
 
     Args:
         checkpoint: the ``<model>.checkpoint`` dataset: a loaded
-            :class:`vitrina.models.ruclip.RuClipBundle` (the tiny offline model, a
-            fine-tuned ruCLIP) or :class:`vitrina.models.hf_clip.HfClipBundle` (a
-            fine-tuned Hugging Face CLIP).
+            :class:`vitrina.models.clip.ClipBundle` (the tiny offline model, a fine-tuned
+            ruCLIP or Hugging Face CLIP).
     """
-    from vitrina.models.hf_clip import HfClipBundle
-
     items = embedding_inputs(products, image_manifest, params.get("text_field", "title"))
     name = model.get("name", model.get("type", "ruclip"))
-    if isinstance(checkpoint, HfClipBundle):
-        embedder = embedder_from_hf_bundle(checkpoint.model, checkpoint.processor, params, name)
-    else:
-        embedder = embedder_from_ruclip_bundle(checkpoint, params, name=name)
-    return run_embedder(embedder, items)
+    return run_embedder(embedder_from_bundle(checkpoint, params, name), items)
 
 
 def write_tiny_checkpoint(products: pd.DataFrame, model: dict[str, Any]) -> Any:
@@ -139,12 +127,13 @@ def write_tiny_checkpoint(products: pd.DataFrame, model: dict[str, Any]) -> Any:
             passed to :func:`vitrina.models.ruclip.write_tiny_ruclip_checkpoint`.
 
     Returns:
-        The loaded :class:`vitrina.models.ruclip.RuClipBundle`, saved by the catalogue.
+        The loaded :class:`vitrina.models.clip.ClipBundle`, saved by the catalogue.
     """
-    from vitrina.models.ruclip import load_ruclip, write_tiny_ruclip_checkpoint
+    from vitrina.models.clip import ClipBundle
+    from vitrina.models.ruclip import write_tiny_ruclip_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="vitrina-tiny-") as tmp:
         path = write_tiny_ruclip_checkpoint(
             tmp, products["title"].astype(str).tolist(), **(model.get("tiny") or {})
         )
-        return load_ruclip(path)
+        return ClipBundle.load(path, kind="ruclip")

@@ -35,7 +35,7 @@ def tuning_pipeline(parameters: dict[str, Any]) -> Pipeline:
     wired = target_inputs(tuning, parameters)
     nodes = [Node(plan_tuning, "params:tuning", "tuning_plan", name="plan_tuning")]
     if wired.get("base") == "tuning_base_checkpoint":
-        from vitrina.pipelines.clip_finetune.nodes import load_base_model
+        from vitrina.models.clip import load_base_model
 
         base = parameters["clip_finetune"]["base_model"]
         nodes.append(

@@ -208,22 +208,8 @@ class PairClassifierTarget(TuningTarget):
         return binary_metrics(self.y["test"], test, threshold)["f1"]
 
 
-class _EpochReporter:
-    """:class:`~vitrina.models.clip_training.TrainHooks` giving each epoch's validation
-    mean recall to Optuna."""
-
-    def __init__(self, report: Reporter) -> None:
-        self.report = report
-
-    def on_step(self, step: int, metrics: dict[str, float]) -> None:
-        pass
-
-    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        self.report(float(metrics["mean_recall"]), epoch)
-
-
 class ClipFinetuneTarget(TuningTarget):
-    """The clip_finetune step's contrastive training (:func:`~vitrina.models.clip_training.train_clip`).
+    """The clip_finetune step's contrastive training (:func:`~vitrina.models.clip.finetune.fine_tune`).
 
     The step itself has a training and a validation split only (and keeps the best
     checkpoint by validation mean recall), so tuning must not choose on that validation
@@ -232,15 +218,17 @@ class ClipFinetuneTarget(TuningTarget):
     step's validation split is the test split, scored once for the best parameters.
 
     Objective: the best validation mean recall over the epochs (the metric and the rule
-    the step uses to keep its checkpoint), reported after every epoch for the pruner.
+    the step uses to keep its checkpoint), reported after every epoch for the pruner (a
+    Lightning callback, :class:`~vitrina.models.clip.task.EpochReport`, calls the trial's
+    reporter, whose ``TrialPruned`` stops the fit).
     Every trial trains a copy of the base model with its checkpoints in a temporary
-    directory of its own (``tmp_dir``, removed afterwards): the step's ``state_dir`` and
+    directory of its own (``tmp_dir``, removed afterwards): the step's ``output_dir`` and
     saved models are never touched.
 
     Args:
         config: ``tuning.targets.clip_finetune`` (``val_size``: share of the training
             pairs held out, default the step's ``val_size``; ``max_epochs``: cap on
-            ``epochs`` per trial unless the space searches it; ``tmp_dir``: where the
+            ``train.max_epochs`` per trial unless the space searches it; ``tmp_dir``: where the
             trials' temporary directories go, default the system's).
         parameters: all project parameters (``clip_finetune`` is used).
         products, image_manifest: catalogue inputs.
@@ -253,17 +241,27 @@ class ClipFinetuneTarget(TuningTarget):
 
     metric = "mean_recall"
     params_path = ("clip_finetune", "train")
-    #: TrainConfig fields that define the metric or the data, not the training.
-    FIXED = frozenset({"seed", "recall_ks", "match_duplicates", "precision"})
+    #: Settings that define the metric, the data or the hardware, not the training.
+    FIXED = frozenset(
+        {
+            "seed",
+            "recall_ks",
+            "match_duplicates",
+            "precision",
+            "strategy",
+            "limit_train_batches",
+            "backbone_lr_scale",
+        }
+    )
 
     @classmethod
     def tunable(cls) -> set[str]:
-        """The :class:`~vitrina.models.clip_training.TrainConfig` fields that change the
-        trained weights, except the seed, the metric's settings and the precision."""
-        from vitrina.models.clip_training import TrainConfig
+        """The ``clip_finetune.train`` settings that change the trained weights, except the
+        seed, the metric's settings, the precision and the hardware."""
+        from vitrina.models.clip.config import RUNTIME_SETTINGS, ClipFinetuneConfig
 
-        fields = {f.name for f in dataclasses.fields(TrainConfig)}
-        return fields - TrainConfig.RUNTIME_FIELDS - cls.FIXED
+        fields = set(ClipFinetuneConfig.from_params({}).to_dict())
+        return fields - RUNTIME_SETTINGS - cls.FIXED
 
     def __init__(
         self,
@@ -275,15 +273,16 @@ class ClipFinetuneTarget(TuningTarget):
     ) -> None:
         from sklearn.model_selection import GroupShuffleSplit
 
-        from vitrina.models.clip_training import ClipAdapter, TrainConfig, pair_data_from_frame
-        from vitrina.pipelines.clip_finetune.nodes import make_finetune_pairs, split_finetune_pairs
+        from vitrina.models.clip.config import ClipFinetuneConfig
+        from vitrina.models.clip.finetune import pair_data
+        from vitrina.models.clip.pairs import make_finetune_pairs, split_finetune_pairs
 
         step = parameters["clip_finetune"]
         self.step_train = dict(step.get("train") or {})
         self.base = base
         self.max_epochs = config.get("max_epochs")
         self.tmp_dir = config.get("tmp_dir")
-        settings = TrainConfig.from_dict(self.step_train)
+        settings = ClipFinetuneConfig.from_params(self.step_train)
         pairs = split_finetune_pairs(make_finetune_pairs(products, image_manifest, step), step)
         learn = pairs[pairs["split"] == "train"].reset_index(drop=True)
         val_size = float(config.get("val_size") or step.get("val_size", 0.2))
@@ -301,7 +300,7 @@ class ClipFinetuneTarget(TuningTarget):
             "val": learn.iloc[np.sort(val_idx)].reset_index(drop=True),
             "test": pairs[pairs["split"] == "val"].reset_index(drop=True),
         }
-        k = settings.recall_ks[-1]
+        k = settings.options.recall_ks[-1]
         for name, minimum in (("val", k), ("test", k), ("train", 2)):
             if len(frames[name]) < minimum:
                 raise ValueError(
@@ -311,18 +310,7 @@ class ClipFinetuneTarget(TuningTarget):
                     "products"
                 )
         self.frames = frames
-        adapter = ClipAdapter(base)
-        self.data = {
-            name: pair_data_from_frame(
-                adapter,
-                frame,
-                match_duplicates=settings.match_duplicates,
-                cache_mb=settings.image_cache_mb,
-                num_workers=settings.num_workers,
-                progress=False,
-            )
-            for name, frame in frames.items()
-        }
+        self.data = {name: pair_data(base, frame, settings) for name, frame in frames.items()}
         logger.info(
             "tuning clip_finetune: %d train / %d validation pairs (from the step's training "
             "split), %d test pairs (the step's validation split)",
@@ -332,63 +320,47 @@ class ClipFinetuneTarget(TuningTarget):
         )
 
     def defaults(self) -> dict[str, Any]:
-        """The step's ``clip_finetune.train`` over :class:`TrainConfig`'s defaults."""
-        from vitrina.models.clip_training import TrainConfig
+        """The step's ``clip_finetune.train`` over the task's defaults."""
+        from vitrina.models.clip.config import ClipFinetuneConfig
 
-        full = TrainConfig.from_dict(self.step_train).to_dict()
+        full = ClipFinetuneConfig.from_params(self.step_train).to_dict()
         return {k: v for k, v in full.items() if k in self.tunable()}
 
     def _config(self, params: dict[str, Any]) -> Any:
-        from vitrina.models.clip_training import TrainConfig
+        from vitrina.models.clip.config import CLIP_TRAINING_DEFAULTS, ClipFinetuneConfig
 
-        merged = {**self.step_train, **params, "progress": False}
-        merged.setdefault("epochs", TrainConfig.epochs)
-        return TrainConfig.from_dict(_cap_epochs(merged, params, ("epochs",), self.max_epochs))
+        merged = {**self.step_train, **params}
+        merged.setdefault("max_epochs", CLIP_TRAINING_DEFAULTS["max_epochs"])
+        capped = _cap_epochs(merged, params, ("max_epochs",), self.max_epochs)
+        return ClipFinetuneConfig.from_params(capped)
 
-    def _train(self, params: dict[str, Any], hooks: list[Any]) -> tuple[Any, Any]:
-        import copy
+    def _train(self, params: dict[str, Any], callbacks: list[Any]) -> tuple[Any, Any]:
         import tempfile
 
-        from vitrina.models.clip_training import train_clip
+        from vitrina.models.clip.finetune import fine_tune
 
         config = self._config(params)
         if self.tmp_dir:
             Path(self.tmp_dir).mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="vitrina-tuning-clip-", dir=self.tmp_dir) as tmp:
-            result = train_clip(
-                copy.deepcopy(self.base.model),
-                self.data["train"],
-                self.data["val"],
-                config,
-                state_dir=tmp,
-                resume=False,
-                hooks=hooks,
+            result = fine_tune(
+                self.base, self.data["train"], self.data["val"], config, tmp, callbacks=callbacks
             )
         return result, config
 
     def objective(self, params: dict[str, Any], report: Reporter) -> float:
-        result, _ = self._train(params, [_EpochReporter(report)])
-        return self._keep(params, float(result.best_metrics["mean_recall"]), result.model)
+        from vitrina.models.clip.task import EpochReport
+
+        result, _ = self._train(params, [EpochReport(report)])
+        return self._keep(params, float(result.best_metrics["mean_recall"]), result.bundle)
 
     def test_score(self, params: dict[str, Any]) -> float:
-        import torch
+        from vitrina.models.clip.finetune import evaluate_retrieval
 
-        from vitrina.models.clip_training import evaluate_retrieval, resolve_precision
-
-        model, config = self._kept(params), self._config(params)
-        if model is None:
-            model = self._train(params, [])[0].model
-        device = next(model.parameters()).device
-        metrics = evaluate_retrieval(
-            model,
-            self.data["test"],
-            config.recall_ks,
-            batch_size=config.eval_batch_size,
-            loss_batch_size=config.batch_size,
-            precision=resolve_precision(config.precision, torch.device(device)),
-            num_workers=config.num_workers,
-        )
-        return float(metrics["mean_recall"])
+        bundle, config = self._kept(params), self._config(params)
+        if bundle is None:
+            bundle = self._train(params, [])[0].bundle
+        return float(evaluate_retrieval(bundle, self.data["test"], config)["mean_recall"])
 
 
 class CaptioningTarget(TuningTarget):
