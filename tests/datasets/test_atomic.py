@@ -34,6 +34,7 @@ SELF_ATOMIC_OR_NO_FILE = {
     "ClipCheckpointDataset",
     "ReviewStoreDataset",  # a database: transactions, no file written
     "JSONPostDataset",  # an HTTP POST
+    "SQLQueryDataset",  # a read-only query of the review database (save raises)
     "SeedClassificationDataset",  # read-only sources
     "SeedMetricLearningDataset",
 }
