@@ -81,6 +81,18 @@ def remove_pruning(module: nn.Module) -> int:
     return removed
 
 
+def _copy(module: nn.Module) -> nn.Module:
+    """``copy.deepcopy`` that also takes modules pruned by ``torch.nn.utils.prune``
+    (their ``weight`` is a computed, non-leaf tensor deepcopy refuses; it is recomputed
+    from ``weight_orig * weight_mask`` anyway)."""
+    memo: dict[int, Any] = {}
+    for sub in module.modules():
+        for value in vars(sub).values():
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                memo[id(value)] = value.detach().clone()
+    return copy.deepcopy(module, memo)
+
+
 class InferenceGraph(nn.Module):
     """A task's backbone and head as a plain ``nn.Module`` (no LightningModule, loss or
     ArcFace centres), in eval mode: ``float32 [B, 3, S, S]`` → ``[B, C]`` or ``[B, E]``.
@@ -92,11 +104,12 @@ class InferenceGraph(nn.Module):
 
     def __init__(self, task: nn.Module) -> None:
         super().__init__()
-        self.backbone = copy.deepcopy(task.backbone).float().eval()
-        self.head = copy.deepcopy(task.head).float().eval()
+        self.backbone = _copy(task.backbone).float().eval()
+        self.head = _copy(task.head).float().eval()
         self.normalise_output = task.kind == "metric_learning"
         self.kind = task.kind
         self.pruning_removed = remove_pruning(self)
+        self.eval()
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         out = self.head(self.backbone(pixel_values))

@@ -84,7 +84,11 @@ def quantise_static(
     int8_path = Path(int8_path)
     with tempfile.TemporaryDirectory(prefix="vitrina-quant-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+        try:
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+        except Exception as exc:  # onnxruntime's symbolic shape inference misses some ops
+            logger.info("symbolic shape inference failed (%s); using ONNX shape inference", exc)
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         with atomic_path(int8_path) as out:
             quantize_static(
                 str(prepared),
