@@ -170,8 +170,10 @@ def _versions(model_dir: Path) -> list[int]:
 
 
 def _interface(text: str) -> str:
-    """The part of a config that all versions share: everything before dynamic_batching."""
-    return text.split("dynamic_batching")[0].split("instance_group")[0]
+    """The part of a config that all versions share: name, inputs and outputs (not
+    ``max_batch_size``, batching or instances)."""
+    head = text.split("dynamic_batching")[0].split("instance_group")[0]
+    return "\n".join(line for line in head.splitlines() if not line.startswith("max_batch_size"))
 
 
 def write_repository(
