@@ -60,7 +60,9 @@ def test_every_format_matches_eager_at_other_batch_sizes(kind, tmp_path):
     np.testing.assert_allclose(twin.predict(test, batch_size=5), clf.predict(test), atol=1e-4)
     assert report["checks"]["onnx"].keys() == {"max_abs_diff_b1", "max_abs_diff_b3"}
     saved = json.loads((tmp_path / "exp" / "export.json").read_text())
-    assert saved["int8"]["metric"] == ("precision_at_1" if kind == "metric_learning" else "accuracy")
+    assert saved["int8"]["metric"] == (
+        "precision_at_1" if kind == "metric_learning" else "accuracy"
+    )
 
 
 def test_int8_is_close_and_the_card_describes_the_model(tmp_path, caplog):
@@ -141,7 +143,9 @@ def test_a_kind_without_export_path_is_refused(tmp_path):
 def test_onnx_input_of_another_image_size_is_refused(tmp_path):
     clf = tiny_classifier("multiclass")
     report = export_classifier(clf, tmp_path / "exp", {**NO_TRITON, "formats": ["onnx"]})
-    with pytest.raises(InputShapeError, match=rf"shape \['batch', 3, {SIZE}, {SIZE}\].*image size is 48"):
+    with pytest.raises(
+        InputShapeError, match=rf"shape \['batch', 3, {SIZE}, {SIZE}\].*image size is 48"
+    ):
         OnnxClassifier(report["artefacts"]["onnx"], clf.config, image_size=48)
 
 

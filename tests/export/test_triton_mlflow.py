@@ -34,7 +34,9 @@ def onnx_io(path):
     graph = onnx.load(str(path)).graph
 
     def dims(v):
-        return [d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim]
+        return [
+            d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim
+        ]
 
     return [(v.name, dims(v)) for v in graph.input], [(v.name, dims(v)) for v in graph.output]
 
@@ -62,7 +64,9 @@ def test_config_is_derived_from_the_onnx_graph(kind, tmp_path):
         assert (model_dir / "labels.txt").read_text().split() == clf.classes
     else:
         assert config.output[0].label_filename == "" and not (model_dir / "labels.txt").exists()
-    assert (model_dir / "1" / "model.onnx").read_bytes() == (tmp_path / "exp" / "model.onnx").read_bytes()
+    assert (model_dir / "1" / "model.onnx").read_bytes() == (
+        tmp_path / "exp" / "model.onnx"
+    ).read_bytes()
     assert report["triton"]["version"] == 1
 
 
@@ -99,13 +103,18 @@ def test_a_model_with_another_interface_is_refused(tmp_path):
 
 
 def test_bad_triton_settings_are_named():
-    with pytest.raises(TritonRepositoryError, match=r"preferred_batch_size \[64\] must lie in 1..max_batch_size \(32\)"):
+    with pytest.raises(
+        TritonRepositoryError,
+        match=r"preferred_batch_size \[64\] must lie in 1..max_batch_size \(32\)",
+    ):
         triton_settings({"dynamic_batching": {"preferred_batch_size": [64]}})
     with pytest.raises(TritonRepositoryError, match="instance_group.kind must be one of"):
         triton_settings({"instance_group": {"kind": "KIND_TPU"}})
     with pytest.raises(TritonRepositoryError, match="gpus needs kind KIND_GPU"):
         triton_settings({"instance_group": {"gpus": [0]}})
-    gpu = triton_settings({"instance_group": {"kind": "KIND_GPU", "gpus": [0, 1]}, "dynamic_batching": None})
+    gpu = triton_settings(
+        {"instance_group": {"kind": "KIND_GPU", "gpus": [0, 1]}, "dynamic_batching": None}
+    )
     assert gpu["instance_group"]["gpus"] == [0, 1] and gpu["dynamic_batching"] is None
 
 

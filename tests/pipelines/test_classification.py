@@ -66,12 +66,14 @@ def params(catalogue):
     p["output_dir"] = str(root / "runs")
     p["image_size"] = 32
     p["training"].update(max_epochs=8, patience=None, num_threads=1)
+    p["export"].update(output_dir=str(root / "export"), formats=["onnx"])
+    p["export"]["triton"]["repository"] = str(root / "triton")
     return p
 
 
 def run_task(catalogue, params, name):
     _, products, manifest = catalogue
-    return run(task_pipeline(name), products=products, image_manifest=manifest,
+    return run(task_pipeline(name), products=products, classification_image_manifest=manifest,
                **{f"params:classification.tasks.{name}": params["tasks"][name],
                   "params:classification": params, "params:mlflow": {"register_models": False}})  # fmt: skip
 
