@@ -38,6 +38,7 @@ def quantise_static(
     *,
     batch_size: int = 8,
     per_channel: bool = True,
+    activations: str = "int8",
 ) -> Path:
     """Write the int8 (QDQ, signed activations and weights) model of an fp32 ONNX file.
 
@@ -47,6 +48,8 @@ def quantise_static(
         calibration: normalised validation images ``float32 [N, 3, S, S]``, N >= 8.
         batch_size: calibration batch size.
         per_channel: per-output-channel weight scales (default, as the issue asks).
+        activations: ``int8`` (S8S8, onnxruntime's recommended QDQ default) or ``uint8``
+            (U8S8, which x86 kernels without VNNI run with ``VPMADDUBSW``).
 
     Raises:
         CalibrationError: fewer than :data:`MIN_CALIBRATION_IMAGES` images, or not
@@ -95,7 +98,7 @@ def quantise_static(
                 str(out),
                 Batches(),
                 quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=per_channel,
             )
