@@ -375,6 +375,16 @@ def test_shipped_classification_parameters_validate():
             lambda p: p["tasks"]["category"].update(pruning={"amount": 2}),
             r"pruning.amount must be a fraction",
         ),
+        (lambda p: p["export"].update(formats=["onnx", "tflite"]), r"export.formats"),
+        (lambda p: p["export"].update(calibration_images=4), r"calibration_images"),
+        (
+            lambda p: p["export"].update(check_batch_sizes=[2, 4]),
+            r"other than the export batch \(2\)",
+        ),
+        (
+            lambda p: p["export"]["triton"].update(instance_group={"kind": "KIND_TPU"}),
+            r"instance_group.kind must be one of",
+        ),
     ],
 )
 def test_bad_classification_parameters_are_named_before_any_work(change, message):
