@@ -86,3 +86,30 @@ def test_train_register_download_and_classify(kedro_project, tmp_path):
     assert "unknown task 'nope'" in unknown and "category" in unknown
     untrained = vitrina(project, "classify", "--task", "tags", str(folder), expect_failure=True)
     assert "kedro run --pipeline=classification --namespaces=tags" in untrained
+
+    # The run exported the model (every format, checked), and the Triton repository has it.
+    export = json.loads((report / "category" / "export.json").read_text())
+    assert set(export["artefacts"]) == {"onnx", "pt2", "torchscript", "int8"}
+    assert Path(export["triton"]["onnx"]).is_file() and export["triton"]["version"] == 1
+    assert (Path(export["out_dir"]) / "model_card.md").is_file()
+    # vitrina export: any saved classifier folder; the repository gets version 2.
+    out = vitrina(project, "export", str(model_dir), "--formats", "onnx,int8",
+                  "--output", str(tmp_path / "exp"))  # fmt: skip
+    assert (
+        "int8 accuracy" in out
+        and "version 2" in out
+        and (tmp_path / "exp" / "model.int8.onnx").is_file()
+    )
+    # torch and onnxruntime backends agree
+    for b in ("torch", "onnxruntime"):
+        vitrina(project, "classify", "--task", "category", "--backend", b, str(folder),
+                "--output", str(tmp_path / f"{b}.csv"))  # fmt: skip
+    t, o = (pd.read_csv(tmp_path / f"{b}.csv") for b in ("torch", "onnxruntime"))
+    assert set(t["backend"]) == {"torch"} and set(o["backend"]) == {"onnxruntime"}
+    assert (t["label_1"].fillna("") == o["label_1"].fillna("")).all()
+    # a folder of a kind with no export path
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    (clip / "config.json").write_text(json.dumps({"kind": "clip", "task": "x"}))
+    refused = vitrina(project, "export", str(clip), expect_failure=True)
+    assert "kind 'clip', which has no export path" in refused
