@@ -120,19 +120,9 @@ class OnnxClassifier:
         size = int(image_size if image_size is not None else config["image_size"])
         self.session = ort_session(self.path, num_threads)
         check_input_shape(self.session, size, str(self.path))
-        self._size = size
-
-    @property
-    def kind(self) -> str:
-        return self.config["kind"]
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.config["classes"])
-
-    @property
-    def image_size(self) -> int:
-        return self._size
+        self.kind = str(config["kind"])
+        self.classes = list(config["classes"])
+        self.image_size = size
 
     def predict(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Probabilities ``[N, C]`` or embeddings ``[N, E]`` of ``uint8 [N, S, S, 3]``
