@@ -87,7 +87,15 @@ def test_an_existing_version_gets_a_new_number_and_nothing_is_overwritten(tmp_pa
     assert (model_dir / "config.pbtxt.before-v2").read_text() == config  # previous config kept
     third = export_classifier(other, tmp_path / "c", settings(repo, max_batch_size=32,
                               dynamic_batching={"preferred_batch_size": [32]}))  # fmt: skip
-    assert third["triton"]["version"] == 3 and not (model_dir / "config.pbtxt.before-v3").exists()
+    assert third["triton"]["unchanged"] and third["triton"]["version"] == 2  # a rerun adds nothing
+    assert sorted(p.name for p in model_dir.iterdir() if p.is_dir()) == ["1", "2"]
+    first_again = export_classifier(clf, tmp_path / "d", settings(repo, max_batch_size=32,
+                                    dynamic_batching={"preferred_batch_size": [32]}))  # fmt: skip
+    assert (
+        first_again["triton"]["version"] == 3
+        and not (model_dir / "config.pbtxt.before-v3").exists()
+    )
+    assert (model_dir / "1" / "model.onnx").read_bytes() == first
 
 
 def test_a_model_with_another_interface_is_refused(tmp_path):

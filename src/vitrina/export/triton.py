@@ -16,6 +16,7 @@ version number; no version folder is ever overwritten.
 
 from __future__ import annotations
 
+import filecmp
 import json
 import shutil
 from dataclasses import dataclass
@@ -185,12 +186,13 @@ def write_repository(
 ) -> dict[str, Any]:
     """Add ``onnx_path`` to a Triton repository as the next version of model ``name``.
 
-    An existing model keeps every version folder; ``config.pbtxt`` and the labels file
+    The same ONNX file and config as the latest version (a rerun) add nothing and return
+    that version. An existing model keeps every version folder; ``config.pbtxt`` and the labels file
     are replaced only when batching or instance settings changed (the previous config
     is kept as ``config.pbtxt.before-v<version>``).
 
     Returns:
-        ``{"model_dir", "version", "config", "onnx"}`` (paths as strings).
+        ``{"model_dir", "version", "config", "onnx", "unchanged"}`` (paths as strings).
 
     Raises:
         TritonRepositoryError: the repository's model has other inputs, outputs or labels
@@ -199,7 +201,13 @@ def write_repository(
     model_dir = Path(repository) / name
     text = config_pbtxt(name, onnx_path, settings, labels is not None)
     config_path, labels_path = model_dir / "config.pbtxt", model_dir / LABELS_FILE
-    version = (_versions(model_dir) or [0])[-1] + 1
+    versions = _versions(model_dir)
+    if versions and config_path.is_file() and config_path.read_text() == text:
+        latest = model_dir / str(versions[-1]) / "model.onnx"
+        if latest.is_file() and filecmp.cmp(latest, onnx_path, shallow=False):
+            return {"model_dir": str(model_dir), "version": versions[-1], "config": str(config_path),
+                    "onnx": str(latest), "unchanged": True}  # fmt: skip
+    version = (versions or [0])[-1] + 1
     if config_path.is_file():
         old = config_path.read_text()
         old_labels = labels_path.read_text().splitlines() if labels_path.is_file() else None
@@ -220,5 +228,5 @@ def write_repository(
     with atomic_path(config_path) as tmp:
         tmp.write_text(text)
     record = {"model_dir": str(model_dir), "version": version, "config": str(config_path),
-              "onnx": str(model_dir / str(version) / "model.onnx")}  # fmt: skip
+              "onnx": str(model_dir / str(version) / "model.onnx"), "unchanged": False}  # fmt: skip
     return record
