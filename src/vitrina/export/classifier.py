@@ -32,7 +32,7 @@ from . import triton
 from .card import write_model_card
 from .formats import FILES, WRITERS
 from .graph import InferenceGraph, activate, check_exportable, config_digest, normalise
-from .quantise import CalibrationError, compare_int8, quantise_static
+from .quantise import check_calibration_count, compare_int8, quantise_static
 from .runtime import load_runner
 from .verify import ATOL, check_batch_sizes, compare, inputs_for
 
@@ -106,10 +106,6 @@ def _int8(
     tmp: Path, graph: InferenceGraph, config: dict[str, Any], s: dict[str, Any],
     calibration: np.ndarray | None, test_images: np.ndarray | None, test_targets: np.ndarray | None,
 ) -> dict[str, Any]:  # fmt: skip
-    if calibration is None:
-        raise CalibrationError("int8 export needs validation images to calibrate on; got none")
-    if test_images is None or test_targets is None:
-        raise ValueError("int8 export needs the test split's images and targets to check accuracy")
     calib = normalise(
         calibration[: s["calibration_images"]], config["image_mean"], config["image_std"]
     )
@@ -173,6 +169,10 @@ def export_classifier(
     check_exportable(config, source or str(config.get("task")))
     s = export_settings(settings)
     out_dir = Path(out_dir)
+    if "int8" in s["formats"]:  # before any work
+        check_calibration_count(None if calibration is None else len(calibration))
+        if test_images is None or test_targets is None or len(test_images) < 2:
+            raise ValueError("int8 export needs >= 2 test images and their targets to check accuracy")  # fmt: skip
     graph = InferenceGraph(classifier.task)
     pool = _inputs_pool(config, calibration, test_images)
     example = torch.from_numpy(inputs_for(pool, s["export_batch_size"]))

@@ -31,6 +31,19 @@ class CalibrationError(ValueError):
     """Too few (or malformed) calibration images."""
 
 
+def check_calibration_count(n: int | None) -> None:
+    """Refuse int8 calibration on fewer than :data:`MIN_CALIBRATION_IMAGES` images.
+
+    Raises:
+        CalibrationError: ``n`` is ``None`` (no validation images) or below the minimum.
+    """
+    if n is None or n < MIN_CALIBRATION_IMAGES:
+        raise CalibrationError(
+            f"int8 calibration needs at least {MIN_CALIBRATION_IMAGES} validation images, "
+            f"got {n or 0}; add validation images or leave int8 out of export.formats"
+        )
+
+
 def quantise_static(
     fp32_path: str | Path,
     int8_path: str | Path,
@@ -68,11 +81,7 @@ def quantise_static(
         raise CalibrationError(
             f"calibration images must be float32 [N, 3, S, S], got {list(calibration.shape)}"
         )
-    if len(calibration) < MIN_CALIBRATION_IMAGES:
-        raise CalibrationError(
-            f"int8 calibration needs at least {MIN_CALIBRATION_IMAGES} validation images, "
-            f"got {len(calibration)}; add validation images or leave int8 out of export.formats"
-        )
+    check_calibration_count(len(calibration))
 
     class Batches(CalibrationDataReader):
         def __init__(self) -> None:
