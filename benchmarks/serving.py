@@ -36,7 +36,7 @@ from _common import _peak_rss_mib, cpu_flags, device_name, print_table
 
 from vitrina.export.formats import export_onnx
 from vitrina.export.graph import INPUT_NAME, InferenceGraph
-from vitrina.export.quantise import quantise_static
+from vitrina.export.quantise import activation_choice, quantise_static
 from vitrina.export.runtime import ort_session
 from vitrina.models.classifiers.backbones import build_backbone
 from vitrina.models.classifiers.kinds import MulticlassTask
@@ -72,8 +72,8 @@ def main() -> None:
     p.add_argument("--latency-iters", type=int, default=20, help="timed calls at batch 1")
     p.add_argument("--calibration", type=int, default=16, help="int8 calibration images (>= 8)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--activations", choices=["int8", "uint8"], default="int8",
-                   help="int8 activation type (weights are int8 per channel)")  # fmt: skip
+    p.add_argument("--activations", choices=["auto", "int8", "uint8"], default="auto",
+                   help="int8 activation type (weights are int8 per channel); auto: the export's choice")  # fmt: skip
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(f"device: {device_name('cpu')}")
@@ -113,7 +113,8 @@ def main() -> None:
         exported = time.perf_counter() - started
         quantise_static(fp32_path, int8_path, x[: args.calibration], activations=args.activations)
         print(f"export {exported:.1f} s, quantisation {time.perf_counter() - started - exported:.1f} s "
-              f"({args.calibration} calibration images, {args.activations} activations)")  # fmt: skip
+              f"({args.calibration} calibration images; activations, reduce_range: "
+              f"{activation_choice(args.activations)})")  # fmt: skip
         outputs = {}
         for name, path in (("onnxruntime fp32", fp32_path), ("onnxruntime int8", int8_path)):
             session = ort_session(path, args.threads)

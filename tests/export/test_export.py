@@ -170,3 +170,21 @@ def test_bad_settings_are_named(tmp_path):
         export_classifier(clf, tmp_path / "e", {"formats": ["int8"]})
     with pytest.raises(ValueError, match="other than the export batch \\(2\\)"):
         export_classifier(clf, tmp_path / "e", {"check_batch_sizes": [1, 2]})
+
+
+def test_int8_activation_type_follows_the_cpu(monkeypatch):
+    import platform
+
+    import vitrina.training.precision as precision
+    from vitrina.export.quantise import activation_choice
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
+    assert activation_choice("auto") == ("uint8", False)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))  # no VNNI
+    assert activation_choice("auto") == ("uint8", True)
+    assert activation_choice("int8") == ("int8", False)
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert activation_choice("auto") == ("int8", False)
+    with pytest.raises(ValueError, match="auto, int8 or uint8, got 'int4'"):
+        activation_choice("int4")

@@ -32,7 +32,7 @@ from . import triton
 from .card import write_model_card
 from .formats import FILES, WRITERS
 from .graph import InferenceGraph, activate, check_exportable, config_digest, normalise
-from .quantise import check_calibration_count, compare_int8, quantise_static
+from .quantise import activation_choice, check_calibration_count, compare_int8, quantise_static
 from .runtime import load_runner
 from .verify import ATOL, check_batch_sizes, compare, inputs_for
 
@@ -47,6 +47,7 @@ def export_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
     """Normalised ``classification.export`` settings (defaults in brackets).
 
     ``formats`` (all of :data:`FORMATS`), ``int8_tolerance`` (1.0 point),
+    ``int8_activations`` (``auto``: :func:`~vitrina.export.quantise.activation_choice`),
     ``export_batch_size`` (2), ``check_batch_sizes`` ([1, 3]), ``atol`` (1e-4),
     ``calibration_images`` (64: the first validation images used), ``num_threads`` (1),
     ``triton`` (see :func:`vitrina.export.triton.triton_settings`, plus ``enabled``
@@ -66,6 +67,8 @@ def export_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
     tolerance = float(s.get("int8_tolerance", 1.0))
     if tolerance < 0:
         raise ValueError(f"export.int8_tolerance must be >= 0 points, got {tolerance}")
+    activations = str(s.get("int8_activations", "auto"))
+    activation_choice(activations)  # raises on an unknown value
     export_batch = int(s.get("export_batch_size", 2))
     if export_batch < 2:
         raise ValueError(f"export.export_batch_size must be >= 2, got {export_batch}")
@@ -78,6 +81,7 @@ def export_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "formats": formats,
         "int8_tolerance": tolerance,
+        "int8_activations": activations,
         "export_batch_size": export_batch,
         "check_batch_sizes": check_batch_sizes(s.get("check_batch_sizes", [1, 3]), export_batch),
         "atol": float(s.get("atol", ATOL)),
@@ -109,7 +113,7 @@ def _int8(
     calib = normalise(
         calibration[: s["calibration_images"]], config["image_mean"], config["image_std"]
     )
-    quantise_static(tmp / FILES["onnx"], tmp / INT8_FILE, calib)
+    quantise_static(tmp / FILES["onnx"], tmp / INT8_FILE, calib, activations=s["int8_activations"])
     x = normalise(test_images, config["image_mean"], config["image_std"])
     with torch.inference_mode():
         fp32 = np.concatenate(
@@ -123,6 +127,7 @@ def _int8(
         np.asarray(test_targets), tolerance=s["int8_tolerance"],
         thresholds=None if thresholds is None else np.asarray(thresholds),
     ).to_dict()  # fmt: skip
+    report["activations"], report["reduce_range"] = activation_choice(s["int8_activations"])
     verdict = "accepted" if report["accepted"] else "REJECTED: written but not for serving"
     log = logger.info if report["accepted"] else logger.warning
     log("int8 %s on %d test images: fp32 %.2f -> int8 %.2f points (drop %.2f, tolerance %.2f): %s",

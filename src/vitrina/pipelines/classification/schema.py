@@ -122,6 +122,7 @@ class ExportParams(Schema):
     output_dir: str | None = None
     formats: list[Literal["onnx", "pt2", "torchscript", "int8"]] | None = None
     int8_tolerance: Annotated[float, Field(ge=0)] = 1.0
+    int8_activations: Literal["auto", "int8", "uint8"] = "auto"
     export_batch_size: Annotated[int, Field(ge=2)] = 2
     check_batch_sizes: list[Positive] = [1, 3]
     atol: Annotated[float, Field(gt=0)] = 1e-4
