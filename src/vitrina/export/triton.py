@@ -217,7 +217,8 @@ def write_repository(
                 f"{onnx_path}; set triton.model_name to add it as a new model"
             )
         if old != text:
-            shutil.copy2(config_path, model_dir / f"config.pbtxt.before-v{version}")
+            with atomic_path(model_dir / f"config.pbtxt.before-v{version}") as tmp:
+                shutil.copy2(config_path, tmp)
     model_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(model_dir / str(version), is_dir=True) as tmp:
         shutil.copy2(onnx_path, tmp / "model.onnx")
