@@ -95,7 +95,8 @@ def test_train_register_download_and_classify(kedro_project, tmp_path):
     assert set(export["artefacts"]) == {"onnx", "pt2", "torchscript", "int8"}
     assert Path(export["triton"]["onnx"]).is_file() and export["triton"]["version"] == 1
     assert (Path(export["out_dir"]) / "model_card.md").is_file()
-    # vitrina export: any saved classifier folder; the repository gets version 2.
+    # vitrina export: any saved classifier folder. The registry's copy has the run's weights,
+    # so the Triton repository's version 1 already holds it: no version is added.
     out = vitrina(project, "export", str(model_dir), "--formats", "onnx,int8",
                   "--output", str(tmp_path / "exp"))  # fmt: skip
     assert (

@@ -216,7 +216,9 @@ def export_command(
         state = "accepted" if r["accepted"] else "REJECTED (written, not for serving)"
         click.echo(f"int8 {r['metric']}: {r['fp32']:.2f} -> {r['int8']:.2f} points: {state}")
     if report["triton"]:
-        click.echo(f"triton: {report['triton']['model_dir']} version {report['triton']['version']}")
+        t = report["triton"]
+        same = " (unchanged: the latest version holds this model)" if t.get("unchanged") else ""
+        click.echo(f"triton: {t['model_dir']} version {t['version']}{same}")
     click.echo(f"model card: {out / 'model_card.md'}")
 
 
