@@ -80,9 +80,7 @@ def select_images(
     )
 
 
-def serving_model(
-    classifier: Any, params: dict[str, Any], export: dict[str, Any] | None
-) -> Any:
+def serving_model(classifier: Any, params: dict[str, Any], export: dict[str, Any] | None) -> Any:
     """The model inference runs: the trained PyTorch ``classifier`` or its exported ONNX
     twin (:class:`vitrina.export.OnnxClassifier`), as ``params.backend`` says.
 
