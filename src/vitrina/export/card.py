@@ -46,7 +46,7 @@ def model_card(config: dict[str, Any], report: dict[str, Any]) -> str:
         f"# {config['task']}: {kind} image classifier",
         "",
         f"Backbone `{config.get('backbone')}`. Source checkpoint: `{config.get('source_checkpoint')}` "
-        f"(classifier folder `{report['source']}`). Git commit: `{report.get('git_commit')}`; "
+        f"(exported from `{report['source']}`). Git commit: `{report.get('git_commit')}`; "
         f"trained at commit `{config.get('git_commit')}`.",
         "", "## Inputs", "", inputs, "", "## Outputs", "", outputs, "",
         f"## Labels ({len(classes)})", "",

@@ -64,7 +64,7 @@ def export_classifier(
         calibration=val_images if needs_data else None,
         test_images=test_images if needs_data else None,
         test_targets=test_targets if needs_data else None,
-        source=str(classifier.config.get("source_checkpoint")), git_commit=git_commit(Path.cwd()),
+        source=f"the {task} task's trained classifier", git_commit=git_commit(Path.cwd()),
     )  # fmt: skip
     report["mlflow"] = log_export(report, mlflow_params)
     return {"exported": True, **report}
