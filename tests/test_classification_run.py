@@ -28,6 +28,9 @@ def vitrina(project: Path, *args: str, expect_failure: bool = False) -> str:
 def test_train_register_download_and_classify(kedro_project, tmp_path):
     project = kedro_project
     kedro_cli(project, "run", "--pipelines=ingestion,image_processing")
+    # `--namespaces=category` leaves out the shared review node (outside every namespace)
+    # since 2a815de; it writes classification_image_manifest, so it runs first.
+    kedro_cli(project, "run", "--pipeline=classification", "--nodes=apply_classification_review")
     kedro_cli(
         project, "run", "--pipeline=classification", "--namespaces=category",
         "--params=classification.training.max_epochs=3,mlflow.register_models=true",
@@ -86,3 +89,31 @@ def test_train_register_download_and_classify(kedro_project, tmp_path):
     assert "unknown task 'nope'" in unknown and "category" in unknown
     untrained = vitrina(project, "classify", "--task", "tags", str(folder), expect_failure=True)
     assert "kedro run --pipeline=classification --namespaces=tags" in untrained
+
+    # The run exported the model (every format, checked), and the Triton repository has it.
+    export = json.loads((report / "category" / "export.json").read_text())
+    assert set(export["artefacts"]) == {"onnx", "pt2", "torchscript", "int8"}
+    assert Path(export["triton"]["onnx"]).is_file() and export["triton"]["version"] == 1
+    assert (Path(export["out_dir"]) / "model_card.md").is_file()
+    # vitrina export: any saved classifier folder. The registry's copy has the run's weights,
+    # so the Triton repository's version 1 already holds it: no version is added.
+    out = vitrina(project, "export", str(model_dir), "--formats", "onnx,int8",
+                  "--output", str(tmp_path / "exp"))  # fmt: skip
+    assert (
+        "int8 accuracy" in out
+        and "version 1 (unchanged" in out
+        and (tmp_path / "exp" / "model.int8.onnx").is_file()
+    )
+    # torch and onnxruntime backends agree
+    for b in ("torch", "onnxruntime"):
+        vitrina(project, "classify", "--task", "category", "--backend", b, str(folder),
+                "--output", str(tmp_path / f"{b}.csv"))  # fmt: skip
+    t, o = (pd.read_csv(tmp_path / f"{b}.csv") for b in ("torch", "onnxruntime"))
+    assert set(t["backend"]) == {"torch"} and set(o["backend"]) == {"onnxruntime"}
+    assert (t["label_1"].fillna("") == o["label_1"].fillna("")).all()
+    # a folder of a kind with no export path
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    (clip / "config.json").write_text(json.dumps({"kind": "clip", "task": "x"}))
+    refused = vitrina(project, "export", str(clip), expect_failure=True)
+    assert "kind 'clip', which has no export path" in refused

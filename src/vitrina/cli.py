@@ -1,4 +1,5 @@
-"""``vitrina`` commands besides ``kedro run``: ``classify``, ``models download``, ``review``.
+"""``vitrina`` commands besides ``kedro run``: ``classify``, ``export``, ``models download``,
+``review``.
 
 ``vitrina`` alone (or with ``kedro run`` options) runs the project's pipelines, as before;
 ``vitrina classify ...`` and ``vitrina models ...`` are the commands below. They run in the
@@ -63,6 +64,12 @@ def cli() -> None:
     type=click.Path(dir_okay=False),
     help="write the predictions CSV here (default: print)",
 )
+@click.option(
+    "--backend",
+    type=click.Choice(["onnxruntime", "torch"]),
+    default=None,
+    help="default: onnxruntime when the task's export holds this model, else torch",
+)
 @click.option("--env", default=None, help="Kedro environment (default KEDRO_ENV or local)")
 def classify(
     paths: tuple[str, ...],
@@ -72,6 +79,7 @@ def classify(
     top_k: int,
     batch_size: int,
     output: str | None,
+    backend: str | None,
     env: str | None,
 ) -> None:
     """Classify images, folders (recursively) or a catalogue group with a trained model.
@@ -86,7 +94,7 @@ def classify(
         raise click.UsageError("give exactly one of --task TASK or --model DIR")
     if bool(paths) == bool(group):
         raise click.UsageError("give image PATHS or --group COLUMN=VALUE (one of them)")
-    params: dict[str, Any] = {"top_k": top_k, "batch_size": batch_size}
+    params: dict[str, Any] = {"top_k": top_k, "batch_size": batch_size, "backend": backend}
     with project_context(env) as context:
         try:
             if model_dir:
@@ -120,7 +128,8 @@ def classify(
                 params["source"] = {"paths": list(paths)}
                 products = manifest = None
             images = select_images(products, manifest, params)
-            predictions = classify_images(classifier, images, params)
+            export = (context.params.get("classification") or {}).get("export")
+            predictions = classify_images(classifier, images, params, export)
         except (ValueError, FileNotFoundError) as exc:
             raise click.ClickException(str(exc)) from exc
         except Exception as exc:  # Kedro's DatasetError carries the command that makes the model
@@ -135,6 +144,82 @@ def classify(
         click.echo(f"{len(predictions)} predictions written to {output}")
     else:
         click.echo(predictions.to_string(index=False, max_colwidth=60))
+
+
+@cli.command(name="export")
+@click.argument("model_dir", required=False, type=click.Path(file_okay=False))
+@click.option(
+    "--task", help="export the classification task's trained model (instead of MODEL_DIR)"
+)
+@click.option("--output", type=click.Path(file_okay=False),
+              help="export folder (default <classification.export.output_dir>/<task>)")  # fmt: skip
+@click.option("--formats", help="comma-separated subset of onnx,pt2,torchscript,int8")
+@click.option("--items", type=click.Path(dir_okay=False),
+              help="items parquet (split, target, image_path) for int8 calibration and test; "
+              "default: the task's classification_items")  # fmt: skip
+@click.option("--triton-repo", type=click.Path(file_okay=False), help="Triton repository folder")
+@click.option("--env", default=None, help="Kedro environment (default KEDRO_ENV or local)")
+def export_command(
+    model_dir: str | None, task: str | None, output: str | None, formats: str | None,
+    items: str | None, triton_repo: str | None, env: str | None,
+) -> None:  # fmt: skip
+    """Export a saved classifier: ONNX, .pt2, TorchScript and int8, each checked against
+    eager PyTorch, a model card and a Triton repository version (settings from
+    ``classification.export``; int8 needs the items its validation and test splits come from)."""
+    import pandas as pd
+
+    from vitrina.export import export_classifier, read_config
+    from vitrina.hooks import git_commit
+    from vitrina.models.classifiers.artefact import ImageClassifier
+    from vitrina.pipelines.classification.export import split_images
+
+    if bool(task) == bool(model_dir):
+        raise click.UsageError("give exactly one of MODEL_DIR or --task TASK")
+    with project_context(env) as context:
+        classification = dict(context.params.get("classification") or {})
+        settings = dict(classification.get("export") or {})
+        if formats:
+            settings["formats"] = [f.strip() for f in formats.split(",") if f.strip()]
+        if triton_repo:
+            settings["triton"] = {**(settings.get("triton") or {}), "repository": triton_repo}
+        try:
+            if model_dir:
+                task = str(read_config(model_dir).get("task"))
+                classifier = ImageClassifier.load(model_dir)
+            else:
+                classifier = context.catalog.load(f"{task}.classifier")
+            frame = pd.read_parquet(items) if items else None
+            needs = "int8" in (settings.get("formats") or ["int8"])
+            if frame is None and needs:
+                name = f"{task}.classification_items"
+                if not context.catalog.exists(name):
+                    raise click.ClickException(
+                        f"int8 needs validation and test images: pass --items PARQUET, run "
+                        f"`kedro run --pipeline=classification --namespaces={task}`, or leave "
+                        "int8 out of --formats"
+                    )
+                frame = context.catalog.load(name)
+            data = {}
+            if needs:
+                calib, _ = split_images(classifier, frame, "validation", classification)
+                test, targets = split_images(classifier, frame, "test", classification)
+                data = {"calibration": calib, "test_images": test, "test_targets": targets}
+            out = Path(output or Path(settings.get("output_dir") or "export") / task)
+            report = export_classifier(classifier, out, settings, source=str(model_dir or task),
+                                       git_commit=git_commit(Path.cwd()), **data)  # fmt: skip
+        except (ValueError, FileNotFoundError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    for fmt, path in report["artefacts"].items():
+        click.echo(f"{fmt}: {path}")
+    if report["int8"]:
+        r = report["int8"]
+        state = "accepted" if r["accepted"] else "REJECTED (written, not for serving)"
+        click.echo(f"int8 {r['metric']}: {r['fp32']:.2f} -> {r['int8']:.2f} points: {state}")
+    if report["triton"]:
+        t = report["triton"]
+        same = " (unchanged: the latest version holds this model)" if t.get("unchanged") else ""
+        click.echo(f"triton: {t['model_dir']} version {t['version']}{same}")
+    click.echo(f"model card: {out / 'model_card.md'}")
 
 
 @cli.group()

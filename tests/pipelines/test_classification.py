@@ -66,12 +66,14 @@ def params(catalogue):
     p["output_dir"] = str(root / "runs")
     p["image_size"] = 32
     p["training"].update(max_epochs=8, patience=None, num_threads=1)
+    p["export"].update(output_dir=str(root / "export"), formats=["onnx"])
+    p["export"]["triton"]["repository"] = str(root / "triton")
     return p
 
 
 def run_task(catalogue, params, name):
     _, products, manifest = catalogue
-    return run(task_pipeline(name), products=products, image_manifest=manifest,
+    return run(task_pipeline(name), products=products, classification_image_manifest=manifest,
                **{f"params:classification.tasks.{name}": params["tasks"][name],
                   "params:classification": params, "params:mlflow": {"register_models": False}})  # fmt: skip
 
@@ -372,6 +374,16 @@ def test_shipped_classification_parameters_validate():
         (
             lambda p: p["tasks"]["category"].update(pruning={"amount": 2}),
             r"pruning.amount must be a fraction",
+        ),
+        (lambda p: p["export"].update(formats=["onnx", "tflite"]), r"export.formats"),
+        (lambda p: p["export"].update(calibration_images=4), r"calibration_images"),
+        (
+            lambda p: p["export"].update(check_batch_sizes=[2, 4]),
+            r"other than the export batch \(2\)",
+        ),
+        (
+            lambda p: p["export"]["triton"].update(instance_group={"kind": "KIND_TPU"}),
+            r"instance_group.kind must be one of",
         ),
     ],
 )

@@ -12,6 +12,7 @@ from kedro.pipeline import Node, Pipeline
 from vitrina.config import classification_tasks
 
 from .baseline import linear_probe_baseline
+from .export import export_classifier
 from .items import prepare_items
 from .nodes import evaluate_classifier, train_classifier
 from .register import register_classifier
@@ -58,6 +59,8 @@ def task_pipeline(name: str) -> Pipeline:
              "classification_test_results", name="plot_test_results"),
         Node(register_classifier, ["classifier", "classification_task_metrics", "params:mlflow"],
              "classifier_registration", name="register_classifier"),
+        Node(export_classifier, ["classifier", "classification_items", "params:classification", "params:mlflow"],
+             "classifier_export", name="export_classifier"),
     ]  # fmt: skip
     return Pipeline(
         nodes,

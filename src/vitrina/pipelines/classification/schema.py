@@ -114,6 +114,32 @@ class ReviewParams(Schema):
         return self
 
 
+class ExportParams(Schema):
+    """``classification.export``: formats, int8 tolerance, checks and the Triton
+    repository (:func:`vitrina.export.export_settings` holds the rules and defaults)."""
+
+    enabled: bool = True
+    output_dir: str | None = None
+    formats: list[Literal["onnx", "pt2", "torchscript", "int8"]] | None = None
+    int8_tolerance: Annotated[float, Field(ge=0)] = 1.0
+    int8_activations: Literal["auto", "int8", "uint8"] = "auto"
+    export_batch_size: Annotated[int, Field(ge=2)] = 2
+    check_batch_sizes: list[Positive] = [1, 3]
+    atol: Annotated[float, Field(gt=0)] = 1e-4
+    calibration_images: Annotated[int, Field(ge=8)] = 64
+    num_threads: Positive = 1
+    triton: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> ExportParams:
+        from vitrina.export import export_settings
+
+        if self.enabled and not self.output_dir:
+            raise ValueError("export.output_dir is needed when export.enabled is true")
+        _dataclass_check(export_settings, self.model_dump(exclude={"enabled", "output_dir"}))
+        return self
+
+
 class ClassificationParams(Schema):
     """``classification``: shared settings and the tasks."""
 
@@ -126,6 +152,7 @@ class ClassificationParams(Schema):
     batches_to_plot: Positive = 1
     review: ReviewParams = ReviewParams()
     training: dict[str, Any] | None = None
+    export: ExportParams = ExportParams(enabled=False)
     tasks: dict[str, ClassificationTask | None]
 
     @field_validator("training")
@@ -143,6 +170,8 @@ class ClassificationInferenceParams(Schema):
     batch_size: Positive = 64
     n_workers: Positive = 2
     review: ReviewParams = ReviewParams()
+    backend: Literal["onnxruntime", "torch"] | None = None
+    num_threads: Positive = 1
 
     @field_validator("source")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -79,13 +80,67 @@ def select_images(
     )
 
 
-def classify_images(classifier: Any, images: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
-    """Predictions of ``classifier`` for every selected image (see
-    :func:`vitrina.models.classifiers.inference.predict_paths` for the columns); images
-    that fail to load are reported in ``status``/``error`` and the rest still scored."""
+def serving_model(classifier: Any, params: dict[str, Any], export: dict[str, Any] | None) -> Any:
+    """The model inference runs: the trained PyTorch ``classifier`` or its exported ONNX
+    twin (:class:`vitrina.export.OnnxClassifier`), as ``params.backend`` says.
+
+    ``backend: torch`` always uses PyTorch; ``onnxruntime`` needs
+    ``<export.output_dir>/<task>/model.onnx`` exported from this very classifier (the
+    export records a digest of its ``config.json``); ``null`` picks onnxruntime when such a
+    file exists, else torch.
+
+    Raises:
+        ValueError: ``backend: onnxruntime`` without an export of this classifier (naming
+            the file and the command that writes it), or an unknown backend.
+        vitrina.export.InputShapeError: the ONNX file's input does not take the
+            classifier's image size (naming both).
+    """
+    backend = params.get("backend")
+    if backend not in (None, "torch", "onnxruntime"):
+        raise ValueError(f"classification_inference.backend must be onnxruntime, torch or null, got {backend!r}")  # fmt: skip
+    task = str(classifier.config["task"])
+    if backend == "torch" or not (export or {}).get("output_dir"):
+        if backend == "onnxruntime":
+            raise ValueError("backend onnxruntime needs classification.export.output_dir")
+        return classifier
+    from vitrina.export import REPORT_FILE, OnnxClassifier
+    from vitrina.export.graph import config_digest
+
+    folder = Path(export["output_dir"]) / task
+    onnx_path, report = folder / "model.onnx", folder / REPORT_FILE
+    if not onnx_path.is_file():
+        if backend == "onnxruntime":
+            raise ValueError(
+                f"backend onnxruntime: no exported model {onnx_path}; run `vitrina export --task "
+                f"{task}` or `kedro run --pipeline=classification --namespaces={task}` first"
+            )
+        return classifier
+    model = OnnxClassifier(onnx_path, classifier.config, classifier.gallery,
+                           image_size=classifier.image_size, num_threads=params.get("num_threads", 1))  # fmt: skip
+    recorded = json.loads(report.read_text()).get("config_sha256") if report.is_file() else None
+    if recorded != config_digest(classifier.config):
+        if backend == "onnxruntime":
+            raise ValueError(f"{onnx_path} was exported from another training run of {task}; export it again")  # fmt: skip
+        logger.warning("%s is from another training run of %s: using torch", onnx_path, task)
+        return classifier
+    logger.info("classification_inference %s: onnxruntime on %s", task, onnx_path)
+    return model
+
+
+def classify_images(
+    classifier: Any,
+    images: pd.DataFrame,
+    params: dict[str, Any],
+    export: dict[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Predictions of ``classifier`` (or its ONNX export, see :func:`serving_model`) for
+    every selected image (see :func:`vitrina.models.classifiers.inference.predict_paths`
+    for the columns, and ``backend``, the one that ran); images that fail to load are
+    reported in ``status``/``error`` and the rest still scored."""
+    model = serving_model(classifier, params, export)
     ids = images["product_id"].tolist() if images["product_id"].notna().any() else None
     out = predict_paths(
-        classifier, images["path"].tolist(), ids,
+        model, images["path"].tolist(), ids,
         top_k=int(params.get("top_k", 5)), batch_size=int(params.get("batch_size", 64)),
         n_workers=int(params.get("n_workers", 2)),
     )  # fmt: skip
@@ -98,4 +153,5 @@ def classify_images(classifier: Any, images: pd.DataFrame, params: dict[str, Any
             out.loc[failed, "status"].value_counts().to_dict(),
         )
     out.insert(0, "task", classifier.config["task"])
+    out.insert(1, "backend", getattr(model, "backend", "torch"))
     return out

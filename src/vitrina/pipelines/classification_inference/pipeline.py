@@ -45,14 +45,15 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
                     ),
                     Node(
                         classify_images,
-                        ["classifier", "inference_images", "params:inference"],
+                        ["classifier", "inference_images", "params:inference", "params:export"],
                         "classification_predictions",
                         name="classify_images",
                     ),
                 ],  # fmt: skip
                 namespace=str(task),
                 inputs={"products": "products", "image_manifest": "classification_inference_manifest"},
-                parameters={"params:inference": "params:classification_inference"},
+                parameters={"params:inference": "params:classification_inference",
+                            "params:export": "params:classification.export"},  # fmt: skip
             )
         )
     return Pipeline(pipes)
