@@ -28,9 +28,6 @@ def vitrina(project: Path, *args: str, expect_failure: bool = False) -> str:
 def test_train_register_download_and_classify(kedro_project, tmp_path):
     project = kedro_project
     kedro_cli(project, "run", "--pipelines=ingestion,image_processing")
-    # `--namespaces=category` leaves out the shared review node (outside every namespace)
-    # since 2a815de; it writes classification_image_manifest, so it runs first.
-    kedro_cli(project, "run", "--pipeline=classification", "--nodes=apply_classification_review")
     kedro_cli(
         project, "run", "--pipeline=classification", "--namespaces=category",
         "--params=classification.training.max_epochs=3,mlflow.register_models=true",

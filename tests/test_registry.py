@@ -16,10 +16,10 @@ from tests.models.pair_matching.toys import SMALL_MLP, toy, toy_pairs
 from tests.test_no_pickle import Payload
 from vitrina.models.clip import ClipBundle
 from vitrina.models.pair_matching import fit_pair_matchers
-from vitrina.utils import limit_threads
 from vitrina.pipelines.clip_finetune.nodes import register_finetuned_clip
 from vitrina.pipelines.pair_matching.reporting import register_pair_matcher_model
 from vitrina.registry import pip_requirements, registered_model_name
+from vitrina.utils import limit_threads
 
 SETTINGS = {"register_models": True, "model_name_prefix": "vitrina-test"}
 

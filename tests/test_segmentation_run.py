@@ -95,7 +95,7 @@ def test_segment_review_export_and_post(tmp_path, monkeypatch, review_db_url):
         assert {e["status"] for e in entries} == {"approved", "rejected"}
         summary = pd.read_csv(report_dir / "review_summary.csv").set_index("status")["n_images"]
         assert (summary["approved"], summary["rejected"], summary["bad"]) == (n_images - 1, 1, 0)
-        review = pd.read_csv(report_dir / "classification" / "review_report.csv")
+        review = pd.read_csv(report_dir / "classification" / "category_review_report.csv")
         assert review.set_index("step").loc["not approved", "n_images"] == 1
         items = pd.read_parquet(
             project / "data/05_model_input/test/classification/category_items.parquet"

@@ -73,9 +73,9 @@ def params(catalogue):
 
 def run_task(catalogue, params, name):
     _, products, manifest = catalogue
-    return run(task_pipeline(name), products=products, classification_image_manifest=manifest,
+    return run(task_pipeline(name), products=products, image_manifest=manifest, review_store=None,
                **{f"params:classification.tasks.{name}": params["tasks"][name],
-                  "params:classification": params, "params:mlflow": {"register_models": False}})  # fmt: skip
+                  "params:classification": params, "params:classification.review": params["review"], "params:mlflow": {"register_models": False}})  # fmt: skip
 
 
 @pytest.fixture(scope="module")

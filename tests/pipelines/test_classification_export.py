@@ -25,9 +25,9 @@ def trained(catalogue):  # noqa: F811
     p["training"].update(max_epochs=3, patience=None, num_threads=1)
     p["export"].update(output_dir=str(root / "export"))
     p["export"]["triton"]["repository"] = str(root / "triton")
-    out = run(task_pipeline("category"), products=products, classification_image_manifest=manifest,
+    out = run(task_pipeline("category"), products=products, image_manifest=manifest, review_store=None,
               **{"params:classification.tasks.category": p["tasks"]["category"],
-                 "params:classification": p, "params:mlflow": {"register_models": False}})  # fmt: skip
+                 "params:classification": p, "params:classification.review": p["review"], "params:mlflow": {"register_models": False}})  # fmt: skip
     return p, out
 
 

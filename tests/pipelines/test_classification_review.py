@@ -148,7 +148,9 @@ def test_the_pipelines_read_the_reviewed_manifest_and_ret_meta_the_listed_tasks(
     monkeypatch.setattr(classification, "classification_tasks", lambda: {"category": {}})
     built = classification.create_pipeline()
     train = next(n for n in built.nodes if n.name == "category.prepare_items")
-    assert "classification_image_manifest" in train.inputs
+    assert "category.classification_image_manifest" in train.inputs
+    review = next(n for n in built.nodes if n.name == "category.apply_review")
+    assert review.inputs == ["image_manifest", "review_store", "params:classification.review"]
     assert "review_store" in built.inputs() and "image_manifest" in built.inputs()
     monkeypatch.setattr(
         ret_meta, "project_parameters", lambda: {"ret_meta": {"predictions_from": ["category"]}}

@@ -43,7 +43,9 @@ def for_task(func: Callable[..., Any], name: str) -> Callable[..., Any]:
 def task_pipeline(name: str) -> Pipeline:
     """The template for one task, namespaced by the task's name."""
     nodes = [
-        Node(for_task(prepare_items, name), ["products", "image_manifest", "params:task", "params:classification"],
+        Node(apply_review, ["image_manifest", "review_store", "params:review"],
+             ["classification_image_manifest", "classification_review_report"], name="apply_review"),
+        Node(for_task(prepare_items, name), ["products", "classification_image_manifest", "params:task", "params:classification"],
              ["classification_items", "classification_task_report"], name="prepare_items"),
         Node(for_task(train_classifier, name), ["classification_items", "params:task", "params:classification"],
              ["classifier", "classification_history"], name="train_classifier"),
@@ -65,9 +67,10 @@ def task_pipeline(name: str) -> Pipeline:
     return Pipeline(
         nodes,
         namespace=name,
-        inputs={"products": "products", "image_manifest": "classification_image_manifest"},
+        inputs={"products", "image_manifest", "review_store"},
         parameters={
             "params:task": f"params:classification.tasks.{name}",
+            "params:review": "params:classification.review",
             "params:classification": "params:classification",
             "params:mlflow": "params:mlflow",
         },
@@ -75,18 +78,13 @@ def task_pipeline(name: str) -> Pipeline:
 
 
 def create_pipeline(**kwargs: Any) -> Pipeline:
-    """The reviewed image manifest (``classification.review``: approved images only,
-    masks applied), every task of ``classification.tasks`` (parameters_classification.yml)
-    on it, then one metrics table and summary over all of them."""
+    """Every task of ``classification.tasks`` (parameters_classification.yml), each on its
+    reviewed image manifest (``classification.review``: approved images only, masks
+    applied; inside the task's namespace, so ``--namespaces=<task>`` runs it too), then
+    one metrics table and summary over all of them."""
     tasks = list(classification_tasks())
     if not tasks:
         return Pipeline([])
-    review = Node(
-        apply_review,
-        ["image_manifest", "review_store", "params:classification.review"],
-        ["classification_image_manifest", "classification_review_report"],
-        name="apply_classification_review",
-    )
     combine = Node(
         combine_metrics,
         [
@@ -103,4 +101,4 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
         "classification_summary",
         name="summarise_classification",
     )
-    return Pipeline([review] + [task_pipeline(t) for t in tasks] + [combine, summary])
+    return Pipeline([task_pipeline(t) for t in tasks] + [combine, summary])

@@ -136,7 +136,7 @@ class ExportParams(Schema):
 
         if self.enabled and not self.output_dir:
             raise ValueError("export.output_dir is needed when export.enabled is true")
-        _dataclass_check(export_settings, self.model_dump(exclude={"enabled", "output_dir"}))
+        dataclass_check(export_settings, self.model_dump(exclude={"enabled", "output_dir"}))
         return self
 
 

@@ -7,39 +7,33 @@ from typing import Any
 from kedro.pipeline import Node, Pipeline
 
 from vitrina.config import classification_tasks, project_parameters
-
 from vitrina.pipelines.classification.review import apply_review
 
 from .nodes import classify_images, select_images
 
 
 def create_pipeline(**kwargs: Any) -> Pipeline:
-    """The reviewed manifest (``classification_inference.review``: masks applied, approved
-    images only if asked), then for each task: select images
-    (``classification_inference.source``) and classify them with ``<task>.classifier``
-    into ``<task>.classification_predictions``."""
+    """For each task: the reviewed manifest (``classification_inference.review``: masks
+    applied, approved images only if asked), the images to score
+    (``classification_inference.source``), and their classes by ``<task>.classifier`` in
+    ``<task>.classification_predictions``."""
     tasks = (project_parameters().get("classification_inference") or {}).get("tasks") or list(
         classification_tasks()
     )
-    pipes = [
-        Pipeline(
-            [
-                Node(
-                    apply_review,
-                    ["image_manifest", "review_store", "params:classification_inference.review"],
-                    ["classification_inference_manifest", "classification_inference_review_report"],
-                    name="apply_inference_review",
-                )
-            ]
-        )
-    ]
+    pipes = []
     for task in tasks:
         pipes.append(
             Pipeline(
                 [
                     Node(
+                        apply_review,
+                        ["image_manifest", "review_store", "params:review"],
+                        ["inference_image_manifest", "classification_inference_review_report"],
+                        name="apply_review",
+                    ),
+                    Node(
                         select_images,
-                        ["products", "image_manifest", "params:inference"],
+                        ["products", "inference_image_manifest", "params:inference"],
                         "inference_images",
                         name="select_images",
                     ),
@@ -51,9 +45,12 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
                     ),
                 ],  # fmt: skip
                 namespace=str(task),
-                inputs={"products": "products", "image_manifest": "classification_inference_manifest"},
-                parameters={"params:inference": "params:classification_inference",
-                            "params:export": "params:classification.export"},  # fmt: skip
+                inputs={"products", "image_manifest", "review_store"},
+                parameters={
+                    "params:inference": "params:classification_inference",
+                    "params:review": "params:classification_inference.review",
+                    "params:export": "params:classification.export",
+                },  # fmt: skip
             )
         )
     return Pipeline(pipes)
