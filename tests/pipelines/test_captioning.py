@@ -16,8 +16,7 @@ from PIL import Image
 from tests.conftest import REPO
 from vitrina.datasets.captioner import CaptionerDataset
 from vitrina.datasets.embeddings import Embeddings
-from vitrina.models.captioner import Captioner
-from vitrina.models.captioner import grouped_split, make_captioning_splits
+from vitrina.models.captioner import Captioner, make_captioning_splits
 from vitrina.pipelines.captioning.nodes import METRIC_COLUMNS
 from vitrina.pipelines.captioning.pipeline import create_pipeline as captioning
 from vitrina.pipelines.captioning_inference.nodes import list_images
@@ -130,20 +129,6 @@ def captioning_params(tmp_path) -> dict:
     }
     params["report"] = {**params["report"], "n_examples": 4, "thumbnail": 32}
     return params
-
-
-def test_grouped_split_keeps_groups_together_and_tracks_fractions():
-    groups = pd.Series([f"g{i // 3}" for i in range(300)])
-    split = grouped_split(groups, (0.8, 0.1, 0.1), seed=1)
-    df = pd.DataFrame({"group": groups, "split": split})
-    assert (df.groupby("group")["split"].nunique() == 1).all()
-    shares = df["split"].value_counts(normalize=True)
-    assert shares["train"] == pytest.approx(0.8, abs=0.03)
-    assert shares["test"] == pytest.approx(0.1, abs=0.03)
-    tiny = grouped_split(pd.Series(["a", "b", "c"]), (0.8, 0.1, 0.1), seed=0)
-    assert sorted(tiny) == ["test", "train", "validation"]
-    with pytest.raises(ValueError, match="fractions"):
-        grouped_split(groups, (0, 0, 0), seed=0)
 
 
 def test_make_captioning_splits_drops_and_counts(catalogue):
