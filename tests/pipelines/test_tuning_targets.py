@@ -328,7 +328,7 @@ def test_captioning_target_minimises_validation_loss_and_reports_test_bleu(capti
     searched = {k: defaults[k] for k in ("learning_rate", "weight_decay", "token_dropout")}
     with caplog.at_level(logging.INFO, logger="vitrina.models.captioner.task"):
         value = target.objective(searched, report)
-    assert report.steps == [1, 2]  # epochs (3) and pretrain_epochs (12) capped at 2
+    assert report.steps == [1, 2]  # max_epochs (3) and pretrain_max_epochs (12) capped at 2
     assert "encoder pre-training 2/2" in caplog.text and "pre-training 3/" not in caplog.text
     assert value == pytest.approx(min(report.values))  # the step keeps its lowest loss
     assert all(np.isfinite(report.values)) and value > 0

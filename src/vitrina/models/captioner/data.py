@@ -85,9 +85,8 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     Items are put in :func:`~vitrina.training.data.epoch_order`; with ``bucketing``
     each chunk of 50 batches is sorted by ``lengths`` before it is cut into batches, and
-    the batch order is shuffled again (seed ``seed + 1``). ``epoch()`` is asked when
-    iteration starts (a resumed run builds its loader before the trainer restores its
-    epoch), as :class:`vitrina.training.data.EpochSampler` does.
+    the batch order is shuffled again (seed ``seed + 1``). ``epoch()`` is asked when the
+    first batch is drawn (see :meth:`__iter__`).
     """
 
     def __init__(
@@ -119,7 +118,11 @@ class BucketBatchSampler(Sampler[list[int]]):
         return [batches[i] for i in epoch_order(len(batches), self.seed + 1, epoch).tolist()]
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches(self.epoch()))
+        # A generator: the epoch is read when the first batch is drawn, not when the
+        # iterator is made. Lightning makes a resumed run's first iterator while it
+        # restores the checkpoint (``FitLoop.setup_data``), before ``current_epoch`` is
+        # brought up to date, and keeps it for that epoch.
+        yield from self.batches(self.epoch())
 
     def __len__(self) -> int:
         return -(-len(self.lengths) // self.batch_size)
