@@ -104,6 +104,10 @@ def test_the_shipped_parameters_of_every_environment_are_valid(kedro_project, ca
         ({"image_processing": {"mode": "stretch"}}, "image_processing.mode = 'stretch'"),
         ({"clip_finetune": {"train": {"epochs": 0}}}, "epochs must be >= 1"),
         ({"captioning": {"model": "huge"}}, "captioning.model 'huge' is not in captioning.models"),
+        (
+            {"captioning": {"training": {"epochs": 3}}},
+            "captioning.training.epochs was renamed: use max_epochs",
+        ),
         ({"pair_matching": {"source": "csv"}}, "pair_matching.source = 'csv'"),
         ({"tuning": {"target": "everything"}}, "Unknown tuning target 'everything'"),
     ],

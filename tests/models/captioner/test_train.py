@@ -79,3 +79,14 @@ def test_validation_reports_reach_the_tuner_and_pruning_stops_training(images, t
         train_tiny(images, tmp_path / "run", callbacks=[ReportValidation(report)])
     assert [e for e, _ in seen] == [1]  # captioning epochs only, then stopped
     assert not (tmp_path / "run" / "captioning" / "done.json").exists()
+
+
+def test_changing_only_captioning_settings_reuses_the_pretraining(images, tmp_path):
+    train_tiny(images, tmp_path / "run", max_epochs=1)
+    done = tmp_path / "run" / "pretraining" / "done.json"
+    stamp = done.stat().st_mtime_ns
+    again = train_tiny(images, tmp_path / "run", max_epochs=1, token_dropout=0.1)
+    assert not again.resumed  # captioning trained afresh ...
+    assert done.stat().st_mtime_ns == stamp  # ... on the same pre-trained encoder
+    train_tiny(images, tmp_path / "run", max_epochs=1, pretrain_learning_rate=1e-2)
+    assert done.stat().st_mtime_ns != stamp

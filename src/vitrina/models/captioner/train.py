@@ -9,7 +9,8 @@
 A rerun with the same data and settings resumes from ``last.ckpt`` after a ``kill -9``
 and ends like an uninterrupted run; a finished run is only reloaded; other data or
 settings start afresh (the fingerprint covers the model configuration, the tokenizer,
-the settings that change the result and the item ids; captioning's also covers the
+the settings that change the result and the item ids; pre-training's only the settings
+it depends on, so changing only captioning's reuses it; captioning's also covers the
 pre-training's).
 """
 
@@ -50,6 +51,20 @@ from .task import (
 from .tokenization import tokenizer_fingerprint
 
 logger = logging.getLogger(__name__)
+
+#: The settings pre-training depends on (changing only captioning's reuses it).
+PRETRAINING_SETTINGS = frozenset(
+    {
+        "pretrain_max_epochs",
+        "pretrain_learning_rate",
+        "batch_size",
+        "weight_decay",
+        "warmup_ratio",
+        "gradient_clip_val",
+        "hflip",
+        "seed",
+    }
+)
 
 HISTORY_COLUMNS = [
     "phase",
@@ -233,7 +248,11 @@ def _fit(
             options=options,
         )
         run = TrainingRun(root / "pretraining", "captioning_pretraining", "val_bow_loss", "min")
-        pre_fingerprint = {**fingerprint, "phase": "pretraining"}
+        pre_fingerprint = {
+            **fingerprint,
+            "training": {k: v for k, v in settings.items() if k in PRETRAINING_SETTINGS},
+            "phase": "pretraining",
+        }
         fitted = fit_resumable(run, pretraining, data(config.seed + 1, False), pre_config,
                                pre_fingerprint)  # fmt: skip
         pretraining.load_state_dict(_state_dict(fitted.last_path)[0])  # the last epoch's
