@@ -615,12 +615,15 @@ class CaptioningTarget(TuningTarget):
 
     Objective: the lowest validation loss over the epochs (teacher-forced token
     cross-entropy, the value the step keeps its best epoch by; minimised), reported after
-    every epoch for the pruner (a Lightning callback, :class:`~vitrina.models.captioner.ReportValidation`). Test: corpus SacreBLEU of greedy captions of the test
-    split (``max_test_items`` at most) by the best parameters' model, scored once.
+    every epoch for the pruner (the Lightning callback
+    :class:`~vitrina.models.captioner.ReportValidation`). Test: corpus SacreBLEU of greedy
+    captions of the test split (``max_test_items`` at most) by the best parameters'
+    model, scored once.
 
     Args:
         config: ``tuning.targets.captioning`` (``max_items``; ``max_epochs``: cap on
-            ``max_epochs`` and ``pretrain_max_epochs`` per trial unless the space searches them;
+            ``max_epochs`` and ``pretrain_max_epochs`` per trial unless the space searches
+            them;
             ``max_test_items``).
         parameters: all project parameters (``captioning`` is used).
         products, image_manifest: catalogue inputs.
