@@ -135,12 +135,12 @@ def main() -> None:
 
         import torch
 
-        from vitrina.models.captioner import (
-            Int8Linear,
-            auto_threads,
-            cpu_supports_bf16,
-            load_captioner,
-        )
+        from vitrina.models.captioner import Int8Linear, load_captioner
+        from vitrina.training.precision import cpu_flags, cpu_has_bf16
+        from vitrina.training.threads import auto_threads
+
+        flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma")))
+        print(f"CPU flags: {' '.join(flags)}")
 
         threads = auto_threads(int(args.threads) if str(args.threads).isdigit() else args.threads)
         if threads:
@@ -155,7 +155,7 @@ def main() -> None:
         print(
             f"loaded {floats / 1e6:.1f}M {str(captioner.dtype).replace('torch.', '')} weights"
             f"{f' + {packed / 1e6:.1f}M int8 (decoder; the LM head is an int8 copy of the tied embeddings)' if packed else ''} "
-            f"in {load_s:.1f} s (CPU bf16 instructions: {cpu_supports_bf16()}, "
+            f"in {load_s:.1f} s (CPU bf16 instructions: {cpu_has_bf16()}, "
             f"torch threads: {torch.get_num_threads()}, cores: {os.cpu_count()}, "
             f"load average: {os.getloadavg()[0]:.1f})"
         )

@@ -10,10 +10,9 @@ import torch
 from kedro.io import DatasetError
 
 from tests.conftest import REPO
+from tests.models.captioner.fixtures import train_tiny, write_images
 from tests.models.pair_matching.toys import SMALL_GBDT, toy, toy_pairs
-from tests.models.test_captioner import _train
 from vitrina.datasets.pair_matcher import PairMatcherDataset
-from vitrina.models.captioner_training import STATE_FILE, TrainingConfig
 from vitrina.models.pair_matching import fit_pair_matchers
 
 
@@ -38,20 +37,18 @@ def test_no_pickle_loader_in_the_source():
     assert hits == []
 
 
-def test_a_tampered_captioner_training_state_is_refused(tmp_path):
-    images = []
-    for i, rgb in enumerate([(220, 30, 30), (30, 200, 60), (40, 60, 220)]):
-        images.append(str(tmp_path / f"{i}.jpg"))
-        __import__("PIL.Image").Image.new("RGB", (40, 60), rgb).save(images[-1])
-    state_dir = tmp_path / "state"
-    state_dir.mkdir()
+def test_a_tampered_captioner_checkpoint_is_refused(tmp_path):
+    """A ``last.ckpt`` the engine would resume from holds a pickled call: torch's
+    weights-only loading refuses it and the payload never runs."""
+    import pickle
+
+    images = write_images(tmp_path)
+    checkpoints = tmp_path / "run" / "captioning" / "checkpoints"
+    checkpoints.mkdir(parents=True)
     marker = tmp_path / "marker"
-    torch.save({"fingerprint": "x", "payload": Payload(marker)}, state_dir / STATE_FILE)
-    config = TrainingConfig(
-        epochs=1, batch_size=4, device="cpu", num_workers=1, checkpoint_dir=str(state_dir)
-    )
-    with pytest.raises(ValueError, match="holds objects other than tensors and plain data"):
-        _train(images, config)
+    torch.save({"epoch": 0, "payload": Payload(marker)}, checkpoints / "last.ckpt")
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        train_tiny(images, tmp_path / "run", pretrain_max_epochs=0, max_epochs=1)
     assert not marker.exists(), "torch.load unpickled the payload"
 
 

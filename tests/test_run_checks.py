@@ -109,6 +109,10 @@ def test_the_shipped_parameters_of_every_environment_are_valid(kedro_project, ca
         ),
         ({"clip_finetune": {"state_dir": "x"}}, "use output_dir"),
         ({"captioning": {"model": "huge"}}, "captioning.model 'huge' is not in captioning.models"),
+        (
+            {"captioning": {"training": {"epochs": 3}}},
+            "captioning.training.epochs was renamed: use max_epochs",
+        ),
         ({"pair_matching": {"source": "csv"}}, "pair_matching.source = 'csv'"),
         (
             {"pair_matching": {"classifiers": {"mlp": {"type": "mlp", "train": {"lr": 0.1}}}}},

@@ -5,7 +5,7 @@ registered in :data:`vitrina.validation.PARAMETER_SCHEMAS`. Each model states ty
 ranges and choices; where a step already has a config dataclass that validates its block
 (``clip_finetune.train``: :class:`~vitrina.models.clip.config.ClipFinetuneConfig`, the
 captioner's :class:`~vitrina.models.captioner.CaptionerConfig` and
-:class:`~vitrina.models.captioner_training.TrainingConfig`, the pair features'
+its :func:`~vitrina.models.captioner.training_settings`, the pair features'
 :class:`~vitrina.models.pair_matching.FeatureConfig` and MLP blocks, the tuning plan), the model calls
 it, so a rule lives in one place. Keys a model does not name are allowed (pipelines being
 written add keys) and reported as possible typos. Cross-checks that need the run's other
@@ -301,6 +301,7 @@ class CaptioningParams(Schema):
     data: CaptioningData
     model: str
     models: dict[str, dict[str, Any] | None]
+    output_dir: str
     generation: dict[str, Any] = {}
     training: dict[str, Any] = {}
     evaluation: CaptioningEvaluation = CaptioningEvaluation()
@@ -310,9 +311,9 @@ class CaptioningParams(Schema):
     @field_validator("training")
     @classmethod
     def _training(cls, training: dict[str, Any]) -> dict[str, Any]:
-        from vitrina.models.captioner_training import TrainingConfig
+        from vitrina.models.captioner import training_settings
 
-        return _dataclass_check(TrainingConfig.from_params, dict(training or {}))
+        return _dataclass_check(training_settings, dict(training or {}))
 
     @model_validator(mode="after")
     def _selected_model(self, info: ValidationInfo) -> CaptioningParams:

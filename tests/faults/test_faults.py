@@ -80,7 +80,7 @@ CASES = [
     FaultCase(
         "captioning_training",
         "captioning",
-        kill_at="state.pt",
+        kill_at="last.ckpt",
         nth=3,
         reset=(f"06_models/{T}/captioner", f"06_models/{T}/captioner_training"),
         results=(
@@ -121,8 +121,8 @@ ENV = {
             small: {vocab_size: 600, encoder_layers: 1, encoder_width: 64, encoder_heads: 2,
                     encoder_mlp: 128, decoder_layers: 1, decoder_width: 64, decoder_heads: 2,
                     n_positions: 64, max_target_length: 48}
-          training: {pretrain_epochs: 1, epochs: 2, batch_size: 16, checkpoint_every_steps: 2,
-                     sample_images: 0, num_threads: 1, num_workers: 1}
+          training: {pretrain_max_epochs: 1, max_epochs: 2, batch_size: 16,
+                     sample_images: 0, num_threads: 1, n_decode_workers: 1}
           evaluation: {decodings: [greedy], num_threads: 1}
           report: {n_examples: 4}
     """,

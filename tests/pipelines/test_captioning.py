@@ -16,12 +16,8 @@ from PIL import Image
 from tests.conftest import REPO
 from vitrina.datasets.captioner import CaptionerDataset
 from vitrina.datasets.embeddings import Embeddings
-from vitrina.models.captioner import Captioner
-from vitrina.pipelines.captioning.nodes import (
-    METRIC_COLUMNS,
-    grouped_split,
-    make_captioning_splits,
-)
+from vitrina.models.captioner import Captioner, make_captioning_splits
+from vitrina.pipelines.captioning.nodes import METRIC_COLUMNS
 from vitrina.pipelines.captioning.pipeline import create_pipeline as captioning
 from vitrina.pipelines.captioning_inference.nodes import list_images
 from vitrina.pipelines.captioning_inference.pipeline import create_pipeline as inference
@@ -114,16 +110,16 @@ def captioning_params(tmp_path) -> dict:
     params["models"]["tiny"] = TINY_MODEL
     params["model"] = "tiny"
     params["generation"] = {**params["generation"], "max_new_tokens": 10, "num_beams": 2}
+    params["output_dir"] = str(tmp_path / "training")
     params["training"] = {
         **params["training"],
-        "epochs": 2,
+        "max_epochs": 2,
+        "pretrain_max_epochs": 2,
         "batch_size": 16,
         "learning_rate": 0.003,
-        "device": "cpu",
+        "accelerator": "cpu",
         "num_threads": "auto",  # applied inside training only, restored afterwards
-        "num_workers": 1,
-        "checkpoint_dir": str(tmp_path / "training"),
-        "checkpoint_every_steps": 0,
+        "n_decode_workers": 1,
     }
     params["evaluation"] = {
         **params["evaluation"],
@@ -133,20 +129,6 @@ def captioning_params(tmp_path) -> dict:
     }
     params["report"] = {**params["report"], "n_examples": 4, "thumbnail": 32}
     return params
-
-
-def test_grouped_split_keeps_groups_together_and_tracks_fractions():
-    groups = pd.Series([f"g{i // 3}" for i in range(300)])
-    split = grouped_split(groups, (0.8, 0.1, 0.1), seed=1)
-    df = pd.DataFrame({"group": groups, "split": split})
-    assert (df.groupby("group")["split"].nunique() == 1).all()
-    shares = df["split"].value_counts(normalize=True)
-    assert shares["train"] == pytest.approx(0.8, abs=0.03)
-    assert shares["test"] == pytest.approx(0.1, abs=0.03)
-    tiny = grouped_split(pd.Series(["a", "b", "c"]), (0.8, 0.1, 0.1), seed=0)
-    assert sorted(tiny) == ["test", "train", "validation"]
-    with pytest.raises(ValueError, match="fractions"):
-        grouped_split(groups, (0, 0, 0), seed=0)
 
 
 def test_make_captioning_splits_drops_and_counts(catalogue):
@@ -200,7 +182,11 @@ def test_captioning_pipeline_outputs(trained):
     assert metrics.set_index("system").loc["nearest_neighbour", "sacrebleu"] > 10
 
     history = catalog["captioning_training_history"].load()
-    assert history["epoch"].tolist() == [1, 2] and history["is_best"].any()
+    assert history["phase"].tolist() == ["pretraining"] * 2 + ["captioning"] * 2
+    captioning_epochs = history[history["phase"] == "captioning"]
+    assert captioning_epochs["epoch"].tolist() == [1, 2] and captioning_epochs["is_best"].sum() == 1
+    assert history["val_bow_loss"].iloc[:2].notna().all()
+    assert captioning_epochs["val_loss"].notna().all()
     captions = catalog["captioning_test_captions"].load()
     assert list(captions.columns) == ["product_id", "reference", "greedy", "beam"]
     page = catalog["captioning_examples"].load()
@@ -220,14 +206,17 @@ def test_captioning_pipeline_outputs(trained):
     assert preview["captioner"]["config"]["name"] == "tiny"
     assert preview["captioner"]["training"]["epochs"] == 2
     assert preview["architecture"]["decoder"]["n_positions"] == 24
-    assert (tmp_path / "training" / "state.pt").is_file()
+    for phase in ("pretraining", "captioning"):
+        assert (tmp_path / "training" / phase / "checkpoints" / "last.ckpt").is_file()
+        assert (tmp_path / "training" / phase / "done.json").is_file()
 
 
 def test_rerun_resumes_finished_training(trained, catalogue):
-    """A second run finds the finished state and only reloads the best checkpoint."""
+    """A second run finds the finished runs and only reloads the best checkpoint."""
     _, tmp_path, params = trained
     _, products, manifest, embeddings = catalogue
-    before = (tmp_path / "training" / "state.pt").stat().st_mtime_ns
+    best = tmp_path / "training" / "captioning" / "checkpoints" / "best.ckpt"
+    before = best.stat().st_mtime_ns
     catalog = run(
         captioning(baseline="tfidf_svd").only_nodes(
             "make_captioning_splits", "build_captioner", "train_captioner"
@@ -237,8 +226,9 @@ def test_rerun_resumes_finished_training(trained, catalogue):
         **{"params:captioning": params},
     )
     assert isinstance(catalog["captioner"].load(), Captioner)
-    assert (tmp_path / "training" / "state.pt").stat().st_mtime_ns == before
-    assert catalog["captioning_training_history"].load()["epoch"].tolist() == [1, 2]
+    assert best.stat().st_mtime_ns == before
+    history = catalog["captioning_training_history"].load()
+    assert history.loc[history["phase"] == "captioning", "epoch"].tolist() == [1, 2]
 
 
 def test_inference_pipeline_captions_good_images_and_reports_bad_ones(trained, catalogue, tmp_path):

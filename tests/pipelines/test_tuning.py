@@ -204,7 +204,7 @@ def test_every_target_is_configured_in_base_and_its_space_is_valid():
 
 def test_defaults_of_the_steps_lie_in_the_base_search_spaces():
     """The first trial of a new study is the step's own settings: only when they fit."""
-    from vitrina.models.captioner_training import TrainingConfig
+    from vitrina.models.captioner import settings_dict, training_settings
     from vitrina.models.clip.config import ClipFinetuneConfig
 
     def load(name):
@@ -218,7 +218,7 @@ def test_defaults_of_the_steps_lie_in_the_base_search_spaces():
             for k, v in load("pair_matching")["classifiers"]["mlp"][block].items()
         },
         "clip_finetune": ClipFinetuneConfig.from_params(load("clip_finetune")["train"]).to_dict(),
-        "captioning": vars(TrainingConfig.from_params(load("captioning")["training"])),
+        "captioning": settings_dict(*training_settings(load("captioning")["training"])),
     }
     for name, values in steps.items():
         for spec in parse_space(targets[name]["space"]):

@@ -303,15 +303,15 @@ def caption_data(tmp_path_factory):
     step["models"]["tiny"] = TINY_MODEL
     step["model"] = "tiny"
     step["generation"] = {**step["generation"], "max_new_tokens": 8, "num_beams": 1}
+    step["output_dir"] = str(root / "step_training")
     step["training"].update(
-        epochs=3,
-        pretrain_epochs=12,
+        max_epochs=3,
+        pretrain_max_epochs=12,
         batch_size=8,
         learning_rate=0.003,
-        device="cpu",
+        accelerator="cpu",
         num_threads=None,
-        num_workers=1,
-        checkpoint_dir=str(root / "step_training"),
+        n_decode_workers=1,
     )
     step["evaluation"].update(batch_size=8, device="cpu", num_threads=None, precision="fp32")
     return root, {"captioning": step}, pd.DataFrame(rows), pd.DataFrame(manifest)
@@ -323,24 +323,24 @@ def test_captioning_target_minimises_validation_loss_and_reports_test_bleu(capti
     assert target.direction == "minimize" and target.test_metric == "sacrebleu_greedy"
     assert len(target.splits) == 30  # capped for cheap trials
     defaults = target.defaults()
-    assert defaults["learning_rate"] == 0.003 and "checkpoint_dir" not in defaults
-    assert defaults["epochs"] == 3 and defaults["pretrain_epochs"] == 12
+    assert defaults["learning_rate"] == 0.003 and "num_threads" not in defaults
+    assert defaults["max_epochs"] == 3 and defaults["pretrain_max_epochs"] == 12
     report = Recorder()
     searched = {k: defaults[k] for k in ("learning_rate", "weight_decay", "token_dropout")}
-    with caplog.at_level(logging.INFO, logger="vitrina.models.captioner_training"):
+    with caplog.at_level(logging.INFO, logger="vitrina.models.captioner.task"):
         value = target.objective(searched, report)
-    assert report.steps == [1, 2]  # epochs (3) and pretrain_epochs (12) capped at 2
+    assert report.steps == [1, 2]  # max_epochs (3) and pretrain_max_epochs (12) capped at 2
     assert "encoder pre-training 2/2" in caplog.text and "pre-training 3/" not in caplog.text
     assert value == pytest.approx(min(report.values))  # the step keeps its lowest loss
     assert all(np.isfinite(report.values)) and value > 0
     report = Recorder()
-    target.objective({"epochs": 1}, report)
+    target.objective({"max_epochs": 1}, report)
     assert report.steps == [1]  # a searched value is not capped
     report = Recorder(prune_at=1)
     with pytest.raises(optuna.TrialPruned):
-        target.objective({"epochs": 3}, report)
+        target.objective({"max_epochs": 3}, report)
     assert report.steps == [1]
-    bleu = target.test_score({"epochs": 1})
+    bleu = target.test_score({"max_epochs": 1})
     assert 0 <= bleu <= 100
     assert not (root / "step_training").exists()  # the step's training state is not touched
 
@@ -370,7 +370,7 @@ def test_captioning_study_minimises_and_reports_the_gain(caption_data):
     assert 0 <= row["test_value"] <= 100
     training = yaml.safe_load(text)["captioning"]["training"]
     assert training["learning_rate"] == pytest.approx(study.best_params["learning_rate"])
-    assert training["epochs"] == 3  # the step's own value: the trials' cap is not written
+    assert training["max_epochs"] == 3  # the step's own value: the trials' cap is not written
     assert "test sacrebleu_greedy" in text.splitlines()[1]
 
 

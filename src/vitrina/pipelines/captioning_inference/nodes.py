@@ -9,7 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from vitrina.models.captioner import Captioner, auto_threads, caption_paths
+from vitrina.models.captioner import Captioner, caption_paths
+from vitrina.training.threads import auto_threads
 from vitrina.utils import limit_threads
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,6 @@ Targets here: :class:`PairClassifierTarget` (``pair_classifier``), :class:`ClipF
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -364,23 +363,25 @@ class ClipFinetuneTarget(TuningTarget):
 
 
 class CaptioningTarget(TuningTarget):
-    """The captioning step's training (:func:`~vitrina.models.captioner_training.train_captioner_model`).
+    """The captioning step's training (:func:`~vitrina.models.captioner.fit_on_splits`).
 
-    Splits are the step's own (:func:`~vitrina.pipelines.captioning.nodes.make_captioning_splits`,
+    Splits are the step's own (:func:`~vitrina.models.captioner.make_captioning_splits`,
     whole groups to train/validation/test), optionally capped at ``max_items`` items to
     keep a trial cheap. Every trial builds the configured model afresh (the BPE is trained
-    on the training descriptions, seeded) and trains it with the trial's settings; the
-    best weights stay in memory (``checkpoint_dir`` is not used, the step's training state
-    is never touched).
+    on the training descriptions, seeded) and trains it with the trial's settings in a
+    temporary run folder (the step's ``output_dir`` is never touched).
 
     Objective: the lowest validation loss over the epochs (teacher-forced token
     cross-entropy, the value the step keeps its best epoch by; minimised), reported after
-    every epoch for the pruner. Test: corpus SacreBLEU of greedy captions of the test
-    split (``max_test_items`` at most) by the best parameters' model, scored once.
+    every epoch for the pruner (the Lightning callback
+    :class:`~vitrina.models.captioner.ReportValidation`). Test: corpus SacreBLEU of greedy
+    captions of the test split (``max_test_items`` at most) by the best parameters'
+    model, scored once.
 
     Args:
         config: ``tuning.targets.captioning`` (``max_items``; ``max_epochs``: cap on
-            ``epochs`` and ``pretrain_epochs`` per trial unless the space searches them;
+            ``max_epochs`` and ``pretrain_max_epochs`` per trial unless the space searches
+            them;
             ``max_test_items``).
         parameters: all project parameters (``captioning`` is used).
         products, image_manifest: catalogue inputs.
@@ -390,28 +391,16 @@ class CaptioningTarget(TuningTarget):
     test_metric = "sacrebleu_greedy"
     direction = "minimize"
     params_path = ("captioning", "training")
-    #: TrainingConfig fields that say where and how fast training runs, not what it learns.
-    RUNTIME = frozenset(
-        {
-            "device",
-            "precision",
-            "num_threads",
-            "cache_images",
-            "num_workers",
-            "checkpoint_dir",
-            "checkpoint_every_steps",
-            "sample_images",
-            "seed",
-        }
-    )
+    #: settings that say where and how fast training runs, not what it learns.
+    RUNTIME = frozenset({"seed", "patience", "limit_train_batches"})
 
     @classmethod
     def tunable(cls) -> set[str]:
-        """The :class:`~vitrina.models.captioner_training.TrainingConfig` fields that
-        change the trained model."""
-        from vitrina.models.captioner_training import TrainingConfig
+        """The ``captioning.training`` settings that change the trained model."""
+        from vitrina.models.captioner import settings_dict, training_settings
+        from vitrina.models.captioner.configuration import RUNTIME_SETTINGS
 
-        return {f.name for f in dataclasses.fields(TrainingConfig)} - cls.RUNTIME
+        return set(settings_dict(*training_settings({}))) - RUNTIME_SETTINGS - cls.RUNTIME
 
     def __init__(
         self,
@@ -420,7 +409,7 @@ class CaptioningTarget(TuningTarget):
         products: pd.DataFrame,
         image_manifest: pd.DataFrame,
     ) -> None:
-        from vitrina.pipelines.captioning.nodes import make_captioning_splits
+        from vitrina.models.captioner import make_captioning_splits
 
         self.step = parameters["captioning"]
         self.max_epochs = config.get("max_epochs")
@@ -440,41 +429,39 @@ class CaptioningTarget(TuningTarget):
         )
 
     def defaults(self) -> dict[str, Any]:
-        """The step's ``captioning.training`` over :class:`TrainingConfig`'s defaults."""
-        from vitrina.models.captioner_training import TrainingConfig
+        """The step's ``captioning.training`` over the settings' defaults."""
+        from vitrina.models.captioner import settings_dict, training_settings
 
-        full = dataclasses.asdict(TrainingConfig.from_params(dict(self.step.get("training") or {})))
+        full = settings_dict(*training_settings(dict(self.step.get("training") or {})))
         return {k: v for k, v in full.items() if k in self.tunable()}
 
-    def _train(self, params: dict[str, Any], on_epoch: Any = None) -> Any:
-        from vitrina.models.captioner_training import TrainingConfig
-        from vitrina.pipelines.captioning.nodes import build_initial_captioner, fit_on_splits
-
-        merged = {
-            **(self.step.get("training") or {}),
-            **params,
-            "checkpoint_dir": None,
-            "sample_images": 0,
-        }
-        for key in ("epochs", "pretrain_epochs"):
-            merged.setdefault(key, getattr(TrainingConfig, key))
-        config = TrainingConfig.from_params(
-            _cap_epochs(merged, params, ("epochs", "pretrain_epochs"), self.max_epochs)
+    def _train(self, params: dict[str, Any], report: Reporter | None = None) -> Any:
+        from vitrina.models.captioner import (
+            ReportValidation,
+            build_initial_captioner,
+            fit_on_splits,
+            settings_dict,
+            training_settings,
         )
+
+        merged = {**(self.step.get("training") or {}), **params, "sample_images": 0}
+        merged = {**settings_dict(*training_settings({})), **merged}
+        keys = ("max_epochs", "pretrain_max_epochs")
+        config, options = training_settings(_cap_epochs(merged, params, keys, self.max_epochs))
         return fit_on_splits(
             build_initial_captioner(self.splits, self.step),
             self.splits,
             config,
-            progress=False,
-            on_epoch=on_epoch,
+            options,
+            callbacks=[ReportValidation(report)] if report is not None else [],
         )
 
     def objective(self, params: dict[str, Any], report: Reporter) -> float:
-        result = self._train(params, lambda row: report(row["val_loss"], int(row["epoch"])))
+        result = self._train(params, report)
         return self._keep(params, float(result.best_val_loss), result.captioner)
 
     def test_score(self, params: dict[str, Any]) -> float:
-        from vitrina.pipelines.captioning.nodes import caption_test_split, corpus_sacrebleu
+        from vitrina.models.captioner import caption_test_split, corpus_sacrebleu
 
         captioner = self._kept(params)
         if captioner is None:
