@@ -17,8 +17,6 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import REPO
 
 SRC = REPO / "src"
@@ -160,26 +158,6 @@ def long_modules() -> list[str]:
     return [f"{m.name} ({m.lines} lines)" for m in MODULES if m.lines > MAX_LINES]
 
 
-#: Offenders on this branch, all in modules that other branches of issue 11 rewrite
-#: (models/clip*, models/ruclip, models/yttm, models/captioner*, models/pair_classifier,
-#: pipelines/pair_matching, pipelines/captioning, pipelines/clip_finetune, registry's CLIP
-#: part; the rest of pipelines/tuning/targets.py is split after their edits to it are merged). After
-#: the merge these lists should be empty: remove the xfail marks (strict: a check that
-#: starts passing fails until its mark goes).
-LONG_OFFENDERS = [
-    "vitrina.models.captioner (1099)",
-    "vitrina.models.captioner_training (857)",
-    "vitrina.models.clip_training (1432)",
-    "vitrina.models.pair_classifier (1273)",
-    "vitrina.models.ruclip (1012)",
-    "vitrina.models.yttm (589)",
-    "vitrina.pipelines.captioning.nodes (478)",
-    "vitrina.pipelines.pair_matching.adapters (690)",
-    "vitrina.pipelines.pair_matching.nodes (609)",
-    "vitrina.pipelines.tuning.targets (517)",
-]
-
-
 def test_the_scan_sees_the_whole_package():
     """The checks below are only as good as the scan: it must find the modules and their
     imports, relative and inside functions included."""
@@ -220,6 +198,5 @@ def test_no_module_imports_another_modules_private_names():
     assert private_imports() == []
 
 
-@pytest.mark.xfail(strict=True, reason="over 450 lines: " + ", ".join(LONG_OFFENDERS))
 def test_no_module_is_over_450_lines():
     assert long_modules() == []

@@ -60,3 +60,15 @@ class TuningTarget(ABC):
         logistic-regression probe's ``C: sweep``) override this.
         """
         return float(self.objective(self.defaults(), lambda value, step: None))
+
+
+def cap_epochs(
+    merged: dict[str, Any], params: dict[str, Any], keys: tuple[str, ...], cap: int | None
+) -> dict[str, Any]:
+    """``merged`` with each of ``keys`` lowered to ``cap`` unless the trial searched it."""
+    if cap is None:
+        return merged
+    for key in keys:
+        if key not in params and key in merged and merged[key] is not None:
+            merged[key] = min(int(merged[key]), int(cap))
+    return merged
