@@ -127,9 +127,14 @@ def test_bad_triton_settings_are_named():
 
 
 @pytest.fixture
-def store(tmp_path):
+def store(tmp_path, monkeypatch):
     before = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # set_experiment also sets $MLFLOW_EXPERIMENT_ID and a module global: both are undone
+    # after the test, or later tests (and the kedro runs they start) look for experiment 1
+    # in their own stores.
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "")
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
     mlflow.set_experiment("export")
     yield
     mlflow.set_tracking_uri(before)
