@@ -108,3 +108,24 @@ def kedro_cli(project: Path, *args: str, timeout: int = 600, expect_failure: boo
     else:
         assert result.returncode == 0, f"kedro {' '.join(args)} failed:\n{output[-4000:]}"
     return output
+
+
+@pytest.fixture(autouse=True)
+def no_mlflow_run_leaks_between_tests():
+    """After every test: no MLflow run stays active, whatever store it was opened in.
+
+    A test that opens a run in its own tracking store and restores the tracking URI
+    before the run ends would leave the next test's ``mlflow.end_run()`` looking for that
+    run in another store ("Run with id=... not found"). Runs are ended where they can be;
+    a run of a store that is gone is dropped from MLflow's run stack.
+    """
+    import mlflow
+    import mlflow.tracking.fluent as fluent
+    from mlflow.exceptions import MlflowException
+
+    yield
+    while mlflow.active_run():
+        try:
+            mlflow.end_run()
+        except MlflowException:
+            fluent._active_run_stack.get().clear()

@@ -29,6 +29,7 @@ SEGMENTATION_ENV = {
         classification:
           review: {approved_only: true, mask: remove_background}
           training: {max_epochs: 1, num_threads: 1}
+          export: {formats: [onnx]}
           tasks: {tags: null, subcategory_retrieval: null}
         classification_inference:
           review: {mask: remove_background}

@@ -113,7 +113,7 @@ ENV = {
     """,
     "parameters_clip_finetune.yml": """
         clip_finetune:
-          train: {epochs: 3, lr: 5.0e-4, num_workers: 1}
+          train: {max_epochs: 3, learning_rate: 5.0e-4, num_workers: 1}
     """,
     "parameters_captioning.yml": """
         captioning:
@@ -131,6 +131,7 @@ ENV["parameters_classification.yml"] = """
     classification:
       image_size: 32
       training: {max_epochs: 3, patience: null, num_threads: 1}
+      export: {formats: [onnx]}
       tasks: {tags: null, subcategory_retrieval: null}
 """
 UPSTREAM = ("ingestion", "image_processing", "embeddings")

@@ -29,7 +29,7 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
                         apply_review,
                         ["image_manifest", "review_store", "params:review"],
                         ["inference_image_manifest", "classification_inference_review_report"],
-                        name="apply_review",
+                        name="apply_inference_review",
                     ),
                     Node(
                         select_images,
