@@ -64,13 +64,13 @@ CASES = [
         kill_at="tiny_ruclip.npz",
         results=(f"04_feature/{T}/embeddings/*.npz",),
     ),
-    # resumable training: the state of the last finished epoch, then the rest
+    # resumable training on the engine: resumed from last.ckpt, then the rest
     FaultCase(
         "clip_finetune",
         "clip_finetune",
-        kill_at="state.pt",
+        kill_at="last.ckpt",
         nth=2,
-        reset=(f"06_models/{T}/clip_finetune_state", f"06_models/{T}/tiny_ruclip_finetuned"),
+        reset=(f"06_models/{T}/clip_finetune", f"06_models/{T}/tiny_ruclip_finetuned"),
         results=(
             f"06_models/{T}/tiny_ruclip_finetuned/**/*",
             f"08_reporting/{T}/clip_finetune_history.csv",
