@@ -64,11 +64,11 @@ def test_parameter_groups_decay_only_matrices_and_scale_backbone():
     model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2))
     groups = parameter_groups(model, 0.1, lr_scales={"0.": 0.5})
     by_name = {g["name"]: g for g in groups}
-    assert by_name["decay@0.5"]["params"] == [model[0].weight]
-    assert by_name["decay@1"]["params"] == [model[2].weight]
+    assert by_name["decay-x0.5"]["params"] == [model[0].weight]
+    assert by_name["decay-x1"]["params"] == [model[2].weight]
     assert (
-        model[1].weight in by_name["no_decay@1"]["params"]
-        and by_name["no_decay@1"]["weight_decay"] == 0
+        model[1].weight in by_name["no_decay-x1"]["params"]
+        and by_name["no_decay-x1"]["weight_decay"] == 0
     )
     out = adamw_with_cosine(
         model,

@@ -24,7 +24,9 @@ def parameter_groups(
             then carries ``lr_scale`` (read by the trainer's optimiser set-up).
 
     Returns:
-        Groups ``{"name", "params", "weight_decay", "lr_scale"}`` (empty groups dropped).
+        Groups ``{"name", "params", "weight_decay", "lr_scale"}`` (empty groups dropped),
+        named ``decay-x<scale>`` / ``no_decay-x<scale>`` (characters MLflow accepts in the
+        ``lr-AdamW/<name>`` metric that ``LearningRateMonitor`` logs).
     """
     no_decay_types = (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d)
     scales = dict(lr_scales or {})
@@ -41,7 +43,7 @@ def parameter_groups(
             groups.setdefault((decay, float(scale)), []).append(p)
     return [
         {
-            "name": f"{'decay' if decay else 'no_decay'}@{scale:g}",
+            "name": f"{'decay' if decay else 'no_decay'}-x{scale:g}",  # MLflow-safe
             "params": params,
             "weight_decay": float(weight_decay) if decay else 0.0,
             "lr_scale": scale,

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from vitrina.models.segmentation import MASK_MODES, apply_mask, decode_rle
+from vitrina.models.segmentation import apply_mask, decode_rle
 from vitrina.store import ReviewStore, approved_image_ids
 from vitrina.utils import atomic_path
 
@@ -32,20 +32,19 @@ REPORT_COLUMNS = ("step", "n_images", "detail")
 
 
 def check_review_params(review: dict[str, Any] | None) -> dict[str, Any]:
-    """``review`` with defaults filled in: ``approved_only`` (bool), ``mask`` (None or a
+    """``review`` with defaults filled in, checked by
+    :class:`~vitrina.pipelines.classification.schema.ReviewParams` (the one place its rules
+    live): ``approved_only`` (bool), ``mask`` (None or a
     :data:`~vitrina.models.segmentation.MASK_MODES` name), ``segmenter`` (None: any),
     ``catalogue``, ``masked_dir``.
 
     Raises:
-        ValueError: an unknown ``mask`` mode, or a mask mode without ``masked_dir``.
+        ValueError: an unknown ``mask`` mode, a mask mode without ``masked_dir``, or a
+            filter without ``catalogue`` (pydantic's ``ValidationError`` is a ValueError).
     """
-    review = {"approved_only": False, "mask": None, "segmenter": None, **(review or {})}
-    mode = review["mask"]
-    if mode is not None and mode not in MASK_MODES:
-        raise ValueError(f"review.mask must be null or one of {MASK_MODES}; got {mode!r}")
-    if mode is not None and not review.get("masked_dir"):
-        raise ValueError("review.mask is set but review.masked_dir (where masked images go) is not")
-    return review
+    from vitrina.pipelines.classification.schema import ReviewParams
+
+    return ReviewParams.model_validate(review or {}).model_dump()
 
 
 def newest_masks(store: ReviewStore, catalogue: str, segmenter: str | None) -> pd.DataFrame:

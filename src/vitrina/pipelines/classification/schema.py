@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from vitrina.models.segmentation import MASK_MODES
 from vitrina.parameter_schemas import Fraction, Positive, Schema, dataclass_check
 
 
@@ -101,7 +102,7 @@ class ReviewParams(Schema):
 
     catalogue: str | None = None
     approved_only: bool = False
-    mask: Literal["remove_background", "crop"] | None = None
+    mask: Literal[MASK_MODES] | None = None
     segmenter: str | None = None
     masked_dir: str | None = None
 
