@@ -105,7 +105,9 @@ def test_an_image_deleted_after_its_mask_was_stored_is_counted_not_fatal(store, 
 
 
 def test_a_mask_mode_that_does_not_exist_is_named(tmp_path):
-    with pytest.raises(ValueError, match=r"mask\n  Input should be 'remove_background' or 'crop'.*'blur'"):
+    with pytest.raises(
+        ValueError, match=r"mask\n  Input should be 'remove_background' or 'crop'.*'blur'"
+    ):
         apply_review(pd.DataFrame(), None, _review(tmp_path, mask="blur"))
 
 
