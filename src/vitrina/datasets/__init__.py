@@ -1,4 +1,4 @@
-"""Custom Kedro datasets: NPZ embeddings, ruCLIP checkpoints, the generated demo catalogue,
+"""Custom Kedro datasets: NPZ and sharded embeddings, ruCLIP checkpoints, the generated demo catalogue,
 CSV source tables, seed 004's classification layouts, the review database and a JSON POST
 endpoint."""
 
@@ -9,6 +9,7 @@ from .demo_catalogue import DemoCatalogueDataset
 from .embeddings import Embeddings, EmbeddingsDataset
 from .image_folder import ImageFolderDataset
 from .review_store import JSONPostDataset, ReviewStoreDataset
+from .sharded_embeddings import ShardedEmbeddingsDataset
 from .seed_layouts import SeedClassificationDataset, SeedMetricLearningDataset
 
 __all__ = [
@@ -23,4 +24,5 @@ __all__ = [
     "ClipCheckpointDataset",
     "SeedClassificationDataset",
     "SeedMetricLearningDataset",
+    "ShardedEmbeddingsDataset",
 ]
