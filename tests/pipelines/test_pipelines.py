@@ -10,6 +10,7 @@ from kedro.runner import SequentialRunner
 
 from tests.conftest import REPO
 from vitrina.datasets.embeddings import Embeddings
+from vitrina.embeddings import EmbeddingShards
 from vitrina.demo import generate_demo_catalogue
 from vitrina.pipelines.embeddings.pipeline import model_pipeline as embeddings_for_model
 from vitrina.pipelines.image_processing.pipeline import create_pipeline as image_processing
@@ -49,7 +50,9 @@ def run(pipeline, **data):
     for name in pipeline.outputs():
         catalog[name] = MemoryDataset()
     SequentialRunner().run(pipeline, catalog)
-    return {name: catalog[name].load() for name in pipeline.outputs()}
+    out = {name: catalog[name].load() for name in pipeline.outputs()}
+    # the embeddings nodes return lazy shards, which the catalogue's dataset computes
+    return {k: v.collect() if isinstance(v, EmbeddingShards) else v for k, v in out.items()}
 
 
 @pytest.fixture(scope="module")

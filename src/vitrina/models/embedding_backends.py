@@ -66,20 +66,23 @@ def ray_session(settings: dict[str, Any]) -> Iterator[Any]:
     """Connect to Ray: an already initialised session as it is, else ``ray.init`` with
     ``settings`` (``embeddings.ray``): ``address`` (an existing cluster, e.g.
     ``ray://head:10001`` or ``auto``; ``null`` starts a local one of ``num_cpus`` CPUs
-    on 127.0.0.1, shut down on exit), ``runtime_env``. Usage statistics stay off."""
+    bound to 127.0.0.1, shut down on exit), ``runtime_env`` (e.g. ``py_modules`` for a
+    cluster without Vitrina installed). Usage statistics stay off."""
     ray = import_ray()
     if ray.is_initialized():
         yield ray
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = settings.get("address")
+    if not address:  # a local cluster on the loopback address (Ray's own switch for it)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
     if settings.get("runtime_env"):
         kwargs["runtime_env"] = dict(settings["runtime_env"])
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=settings.get("num_cpus"), _node_ip_address="127.0.0.1", **kwargs)
+        ray.init(num_cpus=settings.get("num_cpus"), **kwargs)
     try:
         yield ray
     finally:
@@ -89,10 +92,13 @@ def ray_session(settings: dict[str, Any]) -> Iterator[Any]:
 class _EmbedActor:
     """Ray Data actor: one embedder per actor, taken from the object store at start."""
 
-    def __init__(self, embedder: Embedder, device: str, threads: int) -> None:
+    def __init__(self, embedder: Any, device: str, threads: int) -> None:
+        import ray
         import torch
 
         torch.set_num_threads(max(1, threads))
+        if isinstance(embedder, ray.ObjectRef):  # Ray Data passes the reference as it is
+            embedder = ray.get(embedder)
         self.embedder = embedder
         if hasattr(embedder, "to"):
             embedder.to(device)
@@ -141,7 +147,7 @@ def ray_shards(
             ),
             batch_size=int(settings.get("batch_size", 256)),
             batch_format="pandas",
-            concurrency=int(settings.get("num_actors", 2)),
+            compute=ray.data.ActorPoolStrategy(size=int(settings.get("num_actors", 2))),
             num_cpus=cpus,
             **({"num_gpus": num_gpus} if num_gpus else {}),
         )
