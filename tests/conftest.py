@@ -138,7 +138,9 @@ def ray_cluster():
     command to install it when the ``scale`` extra is missing."""
     import os
 
-    ray = pytest.importorskip("ray", reason='Ray tests need the scale extra: pip install -e ".[scale]"')
+    ray = pytest.importorskip(
+        "ray", reason='Ray tests need the scale extra: pip install -e ".[scale]"'
+    )
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # node IP: loopback
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

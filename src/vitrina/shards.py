@@ -158,7 +158,9 @@ class ShardStore:
         path = self.directory / entry["file"]
         try:
             if path.stat().st_size != entry.get("bytes"):
-                return f"'{path}' has {path.stat().st_size} bytes, the manifest {entry.get('bytes')}"
+                return (
+                    f"'{path}' has {path.stat().st_size} bytes, the manifest {entry.get('bytes')}"
+                )
             rows = pq.read_metadata(path).num_rows
         except (OSError, pa.ArrowException) as exc:
             return f"'{path}' is missing or unreadable ({type(exc).__name__})"

@@ -99,7 +99,9 @@ def test_a_truncated_shard_is_rewritten_and_a_damaged_view_is_named(tmp_path):
 def test_missing_folder_names_the_pipeline_and_wrong_types_are_refused(tmp_path):
     ds = ShardedEmbeddingsDataset(str(tmp_path / "none"))
     assert not ds.exists()
-    with pytest.raises(DatasetError, match=r"no manifest.json: run `kedro run --pipeline=embeddings`"):
+    with pytest.raises(
+        DatasetError, match=r"no manifest.json: run `kedro run --pipeline=embeddings`"
+    ):
         ds.load()
     with pytest.raises(DatasetError, match=r"saves EmbeddingShards or Embeddings, got dict"):
         ds.save({})

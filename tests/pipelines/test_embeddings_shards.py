@@ -65,7 +65,9 @@ def test_shards_equal_one_pass_and_rerun_reuses_them(demo, tmp_path):
 def test_fingerprint_follows_the_model_and_inputs_follow_the_products(demo):
     products, manifest = demo
     base = shard_products(products, manifest, TFIDF, settings(shard_size=20))
-    other = shard_products(products, manifest, {**TFIDF, "n_components": 6}, settings(shard_size=20))
+    other = shard_products(
+        products, manifest, {**TFIDF, "n_components": 6}, settings(shard_size=20)
+    )
     assert other.fingerprint != base.fingerprint
     renamed = products.assign(title=products["title"].where(products.index != 0, "renamed"))
     changed = shard_products(renamed, manifest, TFIDF, settings(shard_size=20))
@@ -77,7 +79,10 @@ def test_fingerprint_follows_the_model_and_inputs_follow_the_products(demo):
     [
         ({"shard_size": 0}, r"embeddings.shard_size must be a positive number of products, got 0"),
         ({"shard_size": -5}, r"embeddings.shard_size must be a positive"),
-        ({"backend": "spark"}, r"embeddings.backend must be one of \('local', 'ray'\), got 'spark'"),
+        (
+            {"backend": "spark"},
+            r"embeddings.backend must be one of \('local', 'ray'\), got 'spark'",
+        ),
     ],
 )
 def test_bad_settings_name_the_key(demo, over, message):
@@ -88,7 +93,9 @@ def test_bad_settings_name_the_key(demo, over, message):
 
 def test_ray_backend_without_ray_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
-    with pytest.raises(ImportError, match=r'the optional extra `scale`: pip install -e "\.\[scale\]"'):
+    with pytest.raises(
+        ImportError, match=r'the optional extra `scale`: pip install -e "\.\[scale\]"'
+    ):
         import_ray()
 
 

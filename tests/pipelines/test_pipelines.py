@@ -10,8 +10,8 @@ from kedro.runner import SequentialRunner
 
 from tests.conftest import REPO
 from vitrina.datasets.embeddings import Embeddings
-from vitrina.embeddings import EmbeddingShards
 from vitrina.demo import generate_demo_catalogue
+from vitrina.embeddings import EmbeddingShards
 from vitrina.pipelines.embeddings.pipeline import model_pipeline as embeddings_for_model
 from vitrina.pipelines.image_processing.pipeline import create_pipeline as image_processing
 from vitrina.pipelines.ingestion.pipeline import create_pipeline as ingestion

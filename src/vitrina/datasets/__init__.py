@@ -9,8 +9,8 @@ from .demo_catalogue import DemoCatalogueDataset
 from .embeddings import Embeddings, EmbeddingsDataset
 from .image_folder import ImageFolderDataset
 from .review_store import JSONPostDataset, ReviewStoreDataset
-from .sharded_embeddings import ShardedEmbeddingsDataset
 from .seed_layouts import SeedClassificationDataset, SeedMetricLearningDataset
+from .sharded_embeddings import ShardedEmbeddingsDataset
 
 __all__ = [
     "ClassifierDataset",

@@ -51,7 +51,8 @@ def _write_npy(path: Path, parts, dtype: np.dtype, width: int | None, rows: int)
     shape = (rows,) if width is None else (rows, width)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.lib.format.write_array_header_1_0(
-            fh, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+            fh,
+            {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape},
         )
         for part in parts:
             fh.write(np.ascontiguousarray(part, dtype=dtype).tobytes())
@@ -155,7 +156,10 @@ class ShardedEmbeddingsDataset(AbstractDataset[EmbeddingShards | Embeddings, Emb
     def _write_views(self, store: ShardStore) -> None:
         n, dims = store.manifest["num_rows"], store.manifest["dims"]
         ids = np.concatenate(
-            [t.column("product_id").to_numpy(zero_copy_only=False) for t in store.tables(["product_id"])]
+            [
+                t.column("product_id").to_numpy(zero_copy_only=False)
+                for t in store.tables(["product_id"])
+            ]
         ).astype(str)
         _write_npy(self._path / "ids.npy", [ids], ids.dtype, None, n)
         for m in MODALITIES:
@@ -224,7 +228,9 @@ class ShardedEmbeddingsDataset(AbstractDataset[EmbeddingShards | Embeddings, Emb
     def preview(self, nrows: int = 5) -> TablePreview:
         """kedro-viz preview: the manifest's shape and the first ids with vector heads."""
         if not self._exists():
-            return TablePreview({"columns": ["status"], "index": [0], "data": [["not written yet"]]})
+            return TablePreview(
+                {"columns": ["status"], "index": [0], "data": [["not written yet"]]}
+            )
         return table_preview(self.load(), nrows)
 
 
