@@ -197,6 +197,7 @@ class RayParams(Schema):
     num_gpus_per_actor: Annotated[float, Field(ge=0)] = 0
     block_rows: Positive = 1024
     batch_size: Positive = 256
+    runtime_env: dict[str, Any] | None = None
 
 
 class EmbeddingsParams(Schema):
