@@ -4,10 +4,10 @@ Ray (1 and 2 actors), resume after a kill, JPEG decode + resize per core, models
 Every measured run is a fresh ``python benchmarks/scale.py --child ...`` subprocess, which
 reports its own peak RSS (``getrusage``), so runs never contaminate each other. The
 embedder is a cheap random projection (512-d text from hashed character n-grams, 512-d
-image from 32 x 32 thumbnails), run through the real node (``embedding_shards``) and the
+image from 32 x 32 thumbnails, decoded once per file), run through the real node (``embedding_shards``) and the
 real catalogue dataset (``ShardedEmbeddingsDataset``). Products share a pool of H&M image
 files (``--hm-dir``, read in place, processed by the image_processing node to 224 px, the
-decode figure, then to 64 px for the scale runs).
+decode figure, then to 32 px for the scale runs).
 
     .venv/bin/python benchmarks/scale.py --quick          # 2k / 8k / 32k, ~2 min
     nice -n 10 .venv/bin/python benchmarks/scale.py       # 10k / 40k / 160k
@@ -58,6 +58,7 @@ class RandomProjectionEmbedder:
         )
         self.text_proj = rng.standard_normal((2**14, DIM), dtype=np.float32)
         self.image_proj = rng.standard_normal((32 * 32 * 3, DIM), dtype=np.float32)
+        self._cache: dict[str, np.ndarray] = {}
 
     def fit(self, texts, paths):
         return self
@@ -73,16 +74,24 @@ class RandomProjectionEmbedder:
         return l2_normalise(self.hasher.transform(texts) @ self.text_proj)
 
     def embed_images(self, paths):
-        from PIL import Image
-
         from vitrina.models.embedders import l2_normalise
 
-        def thumb(path):
-            with Image.open(path) as img:
-                img = img.convert("RGB").resize((32, 32), Image.Resampling.BILINEAR)
-            return np.asarray(img, dtype=np.float32).reshape(-1) / 255.0
+        return l2_normalise(np.stack([self._thumb(p) for p in paths]) @ self.image_proj)
 
-        return l2_normalise(np.stack([thumb(p) for p in paths]) @ self.image_proj)
+    def _thumb(self, path: str) -> np.ndarray:
+        """A 32 x 32 RGB thumbnail, ``float32 [3072]``, cached per file (at most 4096: the
+        products share a bounded pool of files; JPEG decoding is measured on its own)."""
+        from PIL import Image
+
+        if path not in self._cache:
+            if len(self._cache) >= 4096:
+                self._cache.clear()
+            with Image.open(path) as img:
+                img = img.convert("RGB")
+                if img.size != (32, 32):
+                    img = img.resize((32, 32), Image.Resampling.BILINEAR)
+            self._cache[path] = np.asarray(img, dtype=np.float32).reshape(-1) / 255.0
+        return self._cache[path]
 
 
 def products(n: int, pool: list[str]):
@@ -239,14 +248,14 @@ def resume(cfg: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- main
 def _thumbnails(paths: list[str], out: Path) -> list[str]:
-    """The pool the products share: ``paths`` processed to 64 px by the image_processing node."""
+    """The pool the products share: ``paths`` processed to 32 px by the image_processing node."""
     import pandas as pd
 
     from vitrina.pipelines.image_processing.nodes import process_images
 
     table = pd.DataFrame({"product_id": [f"t{i}" for i in range(len(paths))], "image_path": paths})
     params = {
-        "size": 64,
+        "size": 32,
         "mode": "pad",
         "background": [255] * 3,
         "output_dir": str(out),
@@ -286,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"images: {len(sources)} distinct files from {origin}, shared by the products")
         decode = spawn("decode", {"paths": sources, "out": str(tmp / "img224")})
         pool224 = sorted(str(p) for p in (tmp / "img224").rglob("*.jpg"))
-        pool = _thumbnails(pool224, tmp / "img64")
+        pool = _thumbnails(pool224, tmp / "img32")
         print(
             f"JPEG decode + resize to 224 px + encode, 1 thread: "
             f"{decode['products_per_s']:.0f} products/s per core ({decode['n']} images)"

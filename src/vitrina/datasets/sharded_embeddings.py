@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from kedro.io import AbstractDataset, DatasetError
 from kedro_datasets._typing import TablePreview
 
@@ -131,8 +132,7 @@ class ShardedEmbeddingsDataset(AbstractDataset[EmbeddingShards | Embeddings, Emb
             for i, ((a, b), digest) in enumerate(zip(data.bounds, data.inputs, strict=True))
         ]
         store = ShardStore(self._path, "embeddings", data.fingerprint)
-        for view in VIEWS:  # stale until the new run completes
-            (self._path / view).unlink(missing_ok=True)
+        was_complete = self._exists()  # (the views are stale until completed is set again)
         pending = store.open(specs, carry=["dims"], model=data.model, dtype="float32")
         ids = np.asarray(data.ids).astype(str)
         for index, emb in data.compute(pending):
@@ -145,23 +145,32 @@ class ShardedEmbeddingsDataset(AbstractDataset[EmbeddingShards | Embeddings, Emb
                     f"shard {index} of {data.model} has dims {dims}, earlier shards {store.manifest['dims']}"
                 )
             store.write(spec, _table(emb))
-        try:
-            self._write_views(store)
-        except ShardError as exc:
-            raise DatasetError(str(exc)) from exc
+        # nothing recomputed over a complete folder: its views and export stand
+        unchanged = not pending and was_complete and self._views_match(store.manifest)
+        if not unchanged:
+            try:
+                self._write_views(store)
+            except ShardError as exc:
+                raise DatasetError(str(exc)) from exc
         store.finish()
-        if data.export_npz:
+        if data.export_npz and not (unchanged and self.npz_path.exists()):
             self._export(len(ids))
 
     def _write_views(self, store: ShardStore) -> None:
+        """``ids.npy``, ``text.npy``, ``image.npy`` from the shards, one shard at a time."""
         n, dims = store.manifest["num_rows"], store.manifest["dims"]
-        ids = np.concatenate(
+        width = max(
             [
-                t.column("product_id").to_numpy(zero_copy_only=False)
+                pc.max(pc.utf8_length(t.column("product_id"))).as_py() or 1
                 for t in store.tables(["product_id"])
             ]
-        ).astype(str)
-        _write_npy(self._path / "ids.npy", [ids], ids.dtype, None, n)
+        )
+        ids = np.dtype(f"<U{width}")
+        parts = (
+            t.column("product_id").to_numpy(zero_copy_only=False)
+            for t in store.tables(["product_id"])
+        )
+        _write_npy(self._path / "ids.npy", parts, ids, None, n)
         for m in MODALITIES:
             parts = (_vectors(t, m) for t in store.tables([m]))
             _write_npy(self._path / f"{m}.npy", parts, np.dtype(np.float32), dims[m], n)
@@ -196,8 +205,22 @@ class ShardedEmbeddingsDataset(AbstractDataset[EmbeddingShards | Embeddings, Emb
             )
         return manifest
 
+    def _views_match(self, manifest: dict[str, Any]) -> bool:
+        try:
+            self._views(manifest)
+        except DatasetError:
+            return False
+        return True
+
     def load(self) -> Embeddings:
-        manifest = self._manifest()
+        arrays = self._views(self._manifest())
+        try:
+            return Embeddings(**arrays)
+        except ValueError as exc:
+            raise DatasetError(f"'{self._path}': {exc}") from exc
+
+    def _views(self, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The memory-mapped views, checked against the manifest's shape."""
         n, dims = manifest["num_rows"], manifest["dims"]
         arrays = {}
         for view in VIEWS:
@@ -214,10 +237,7 @@ class ShardedEmbeddingsDataset(AbstractDataset[EmbeddingShards | Embeddings, Emb
                     f"'{self._path / view}' has shape {list(arr.shape)}, the manifest {list(want)}"
                 )
             arrays[key] = arr
-        try:
-            return Embeddings(**arrays)
-        except ValueError as exc:
-            raise DatasetError(f"'{self._path}': {exc}") from exc
+        return arrays
 
     def _exists(self) -> bool:
         try:
