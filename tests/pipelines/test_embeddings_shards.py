@@ -8,17 +8,14 @@ import sys
 import numpy as np
 import pytest
 
-from tests.pipelines.test_pipelines import base_params, run
+from tests.pipelines.test_pipelines import base_params, demo_inputs
 from vitrina.datasets import ShardedEmbeddingsDataset
-from vitrina.demo import generate_demo_catalogue
 from vitrina.models.embedding_backends import import_ray
 from vitrina.pipelines.embeddings.nodes import (
     shard_products,
     shard_products_with_checkpoint,
     write_tiny_checkpoint,
 )
-from vitrina.pipelines.image_processing.pipeline import create_pipeline as image_processing
-from vitrina.pipelines.ingestion.pipeline import create_pipeline as ingestion
 
 TINY = {"type": "ruclip", "init": "tiny", "tiny": {"seed": 0, "vocab_size": 400, "embed_dim": 16}}
 TFIDF = {"type": "tfidf_svd", "n_components": 8, "image_side": 8}
@@ -26,18 +23,7 @@ TFIDF = {"type": "tfidf_svd", "n_components": 8, "image_side": 8}
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo_shards")
-    table = generate_demo_catalogue(root / "raw", n_products=60, seed=5)
-    images = str(root / "raw" / "images")
-    params = {**base_params("ingestion"), "image_root": images}
-    products = run(ingestion(), raw_products=table, **{"params:ingestion": params})["products"]
-    params = {**base_params("image_processing"), "size": 32, "output_dir": str(root / "img")}
-    manifest = run(
-        image_processing(),
-        products=products,
-        **{"params:ingestion.image_root": images, "params:image_processing": params},
-    )["image_manifest"]
-    return products, manifest
+    return demo_inputs(tmp_path_factory.mktemp("demo_shards"), n_products=60, seed=5)
 
 
 def settings(**over):

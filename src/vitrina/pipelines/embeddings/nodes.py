@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from vitrina.embeddings import Embeddings, EmbeddingShards
+from vitrina.embeddings import EmbeddingShards
 from vitrina.models.embedders import Embedder, build_embedder, embedder_from_bundle
 from vitrina.models.embedding_backends import BACKENDS, local_shards, ray_shards
 from vitrina.shards import digest, shard_bounds
@@ -141,7 +141,8 @@ def shard_products(
     params: dict[str, Any],
 ) -> EmbeddingShards:
     """Sharded embeddings of every product with a model named by its spec (hub id, local
-    path, baseline): the node; the catalogue's ``ShardedEmbeddingsDataset`` computes them.
+    path, baseline): the node; the catalogue's ``ShardedEmbeddingsDataset`` computes them
+    (``.collect()`` computes them in memory, for small catalogues and notebooks).
 
     Args:
         products: canonical products.
@@ -172,30 +173,6 @@ def shard_products_with_checkpoint(
     items = embedding_inputs(products, image_manifest, params.get("text_field", "title"))
     name = model.get("name", model.get("type", "ruclip"))
     return embedding_shards(embedder_from_bundle(checkpoint, params, name), items, params)
-
-
-def embed_products(
-    products: pd.DataFrame,
-    image_manifest: pd.DataFrame,
-    model: dict[str, Any],
-    params: dict[str, Any],
-) -> Embeddings:
-    """:func:`shard_products` computed in memory: :class:`Embeddings` with L2-normalised
-    ``text`` and ``image`` of shape ``[N, D]`` (small catalogues, notebooks, tests)."""
-    return shard_products(products, image_manifest, model, params).collect()
-
-
-def embed_products_with_checkpoint(
-    products: pd.DataFrame,
-    image_manifest: pd.DataFrame,
-    checkpoint: Any,
-    model: dict[str, Any],
-    params: dict[str, Any],
-) -> Embeddings:
-    """:func:`shard_products_with_checkpoint` computed in memory."""
-    return shard_products_with_checkpoint(
-        products, image_manifest, checkpoint, model, params
-    ).collect()
 
 
 def write_tiny_checkpoint(products: pd.DataFrame, model: dict[str, Any]) -> Any:
