@@ -196,7 +196,7 @@ def test_a_fresh_clone_is_told_the_command_that_makes_missing_inputs_and_it_work
     env = " ".join(kedro_cli(project, "run", "--env=nope", expect_failure=True).split())
     assert (
         "Environment 'nope' does not exist" in env
-        and "hm, local, seed004_metric" in env
+        and "hm, local, ray, seed004_metric" in env
         and env.rstrip().count(", test") == 1
     )
     assert "maintenance mode" not in env
