@@ -94,6 +94,13 @@ class RandomProjectionEmbedder:
         return self._cache[path]
 
 
+def cpu_s() -> float:
+    """CPU seconds (user + system) of this process so far: on a shared machine a steadier
+    measure than wall time, which other processes stretch."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
 def products(n: int, pool: list[str]):
     """``n`` synthetic products (unique ids, short titles) over the image ``pool``."""
     import pandas as pd
@@ -131,13 +138,14 @@ def child_embed(cfg: dict[str, Any]) -> dict[str, Any]:
         "export_npz": False,
         "ray": {"num_actors": cfg["workers"], "block_rows": 2048, "batch_size": 512},
     }
-    t, wall = time.perf_counter(), time.time()
+    t, wall, cpu = time.perf_counter(), time.time(), cpu_s()
     plan = embedding_shards(RandomProjectionEmbedder(), items, params)
     ShardedEmbeddingsDataset(cfg["out"]).save(plan)
     seconds = time.perf_counter() - t
     manifest = json.loads((Path(cfg["out"]) / "manifest.json").read_text())
     return {
         "seconds": seconds,
+        "cpu_s": cpu_s() - cpu,
         "ray_start_s": start_ray,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "shards": manifest["num_shards"],
@@ -163,10 +171,18 @@ def child_decode(cfg: dict[str, Any]) -> dict[str, Any]:
         "quality": 95,
         "n_workers": 1,
     }
-    t = time.perf_counter()
-    manifest, _, _ = process_images(table, "/", params)
-    seconds = time.perf_counter() - t
-    return {"seconds": seconds, "n": len(manifest), "products_per_s": len(manifest) / seconds}
+    best = {}
+    for i in range(cfg.get("repeats", 3)):  # fresh folders; the best of the repeats
+        t, cpu = time.perf_counter(), cpu_s()
+        manifest, _, _ = process_images(table, "/", {**params, "output_dir": f"{cfg['out']}/{i}"})
+        seconds, cpu = time.perf_counter() - t, cpu_s() - cpu
+        if not best or seconds < best["seconds"]:
+            best = {"seconds": seconds, "n": len(manifest), "cpu_s": cpu}
+    return {
+        **best,
+        "products_per_s": best["n"] / best["seconds"],
+        "per_cpu_s": best["n"] / best["cpu_s"],
+    }
 
 
 def child_model(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -187,10 +203,10 @@ def child_model(cfg: dict[str, Any]) -> dict[str, Any]:
         )
         emb.embed_texts(titles[:4])
         emb.embed_images(paths[:4])  # warm-up
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), cpu_s()
         emb.embed_texts(titles)
         emb.embed_images(paths)
-        out[precision] = len(titles) / (time.perf_counter() - t)
+        out[precision] = [len(titles) / (time.perf_counter() - t), len(titles) / (cpu_s() - cpu)]
     return out
 
 
@@ -294,11 +310,12 @@ def main(argv: list[str] | None = None) -> int:
         titles, sources, origin = load_inputs(args.pool, args.hm_dir, tmp)
         print(f"images: {len(sources)} distinct files from {origin}, shared by the products")
         decode = spawn("decode", {"paths": sources, "out": str(tmp / "img224")})
-        pool224 = sorted(str(p) for p in (tmp / "img224").rglob("*.jpg"))
+        pool224 = sorted(str(p) for p in (tmp / "img224" / "0").rglob("*.jpg"))
         pool = _thumbnails(pool224, tmp / "img32")
         print(
-            f"JPEG decode + resize to 224 px + encode, 1 thread: "
-            f"{decode['products_per_s']:.0f} products/s per core ({decode['n']} images)"
+            f"JPEG decode + resize to 224 px + encode, 1 thread, best of 3: "
+            f"{decode['products_per_s']:.0f} products/s wall, {decode['per_cpu_s']:.0f} per "
+            f"CPU-second ({decode['n']} images)"
         )
         rows, local_rss = [], {}
         for n in sizes:
@@ -322,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                         str(res["shards"]),
                         f"{res['seconds']:.1f}",
                         f"{n / res['seconds']:.0f}",
+                        f"{res['cpu_s']:.1f}",
                         f"{res['peak_rss_mib']:.0f}",
                         f"{res['ray_start_s']:.1f}" if backend == "ray" else "-",
                     ]
@@ -336,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
                 "shards",
                 "seconds",
                 "products/s",
+                "driver CPU s",
                 "peak RSS MiB",
                 "ray init s",
             ],
@@ -389,7 +408,13 @@ def main(argv: list[str] | None = None) -> int:
                         "out": str(tmp / f"model-{len(name)}"),
                     },
                 )
-                print(f"  {name}: " + ", ".join(f"{p} {v:.1f} products/s" for p, v in out.items()))
+                print(
+                    f"  {name}: "
+                    + ", ".join(
+                        f"{p} {w:.1f} products/s ({c:.1f} per CPU-second)"
+                        for p, (w, c) in out.items()
+                    )
+                )
     print(f"rss_growth={local_rss[sizes[-1]] / local_rss[sizes[0]]:.2f}")
     return 0
 

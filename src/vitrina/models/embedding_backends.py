@@ -74,15 +74,22 @@ def ray_session(settings: dict[str, Any]) -> Iterator[Any]:
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = settings.get("address")
-    if not address:  # a local cluster on the loopback address (Ray's own switch for it)
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    kwargs: dict[str, Any] = {"log_to_driver": False}
     if settings.get("runtime_env"):
         kwargs["runtime_env"] = dict(settings["runtime_env"])
     if address:
         ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=settings.get("num_cpus"), **kwargs)
+    else:  # a local cluster bound to the loopback address (Ray's own switch for it)
+        key = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+        old = os.environ.get(key)
+        os.environ[key] = "0"
+        try:
+            ray.init(num_cpus=settings.get("num_cpus"), include_dashboard=False, **kwargs)
+        finally:
+            if old is None:
+                del os.environ[key]
+            else:
+                os.environ[key] = old
     try:
         yield ray
     finally:
