@@ -129,3 +129,22 @@ def no_mlflow_run_leaks_between_tests():
             mlflow.end_run()
         except MlflowException:
             fluent._active_run_stack.get().clear()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster (2 CPUs, bound to 127.0.0.1, no dashboard, no usage
+    statistics) for every Ray test of the session, shut down at its end; skipped with the
+    command to install it when the ``scale`` extra is missing."""
+    import os
+
+    ray = pytest.importorskip(
+        "ray", reason='Ray tests need the scale extra: pip install -e ".[scale]"'
+    )
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # node IP: loopback
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

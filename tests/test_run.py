@@ -106,6 +106,10 @@ def test_main_job_then_probing_alone(kedro_project):
     assert (REPORTING / "probing_chart.png").stat().st_size > 10_000
     assert "# Probing summary" in (REPORTING / "probing_summary.md").read_text()
 
+    shards = __import__("json").loads(
+        Path("data/04_feature/test/embeddings/tiny_ruclip/manifest.json").read_text()
+    )
+    assert shards["completed"] and shards["num_rows"] == shards["shards"]["0"]["rows"]
     with __import__("numpy").load("data/04_feature/test/embeddings/tiny_ruclip.npz") as npz:
         assert npz["text"].dtype.name == "float32" and npz["text"].shape[0] == npz["ids"].shape[0]
 
@@ -192,7 +196,7 @@ def test_a_fresh_clone_is_told_the_command_that_makes_missing_inputs_and_it_work
     env = " ".join(kedro_cli(project, "run", "--env=nope", expect_failure=True).split())
     assert (
         "Environment 'nope' does not exist" in env
-        and "hm, local, seed004_metric" in env
+        and "hm, local, ray, seed004_metric" in env
         and env.rstrip().count(", test") == 1
     )
     assert "maintenance mode" not in env

@@ -73,7 +73,7 @@ def test_missing_inputs_name_the_dataset_and_the_command_that_makes_them(kedro_p
         check_inputs_exist(build_pipelines(["probing"])["probing"], catalog, run_params)
     message = str(info.value)
     assert "products (data/03_primary/test/products.parquet), written by the 'ingestion'" in message
-    assert "tiny_ruclip.embeddings (data/04_feature/test/embeddings/tiny_ruclip.npz)" in message
+    assert "tiny_ruclip.embeddings (data/04_feature/test/embeddings/tiny_ruclip)" in message
     assert (
         "Run `kedro run --pipelines=ingestion,image_processing,embeddings --env=test "
         "--params=probing.test_size=0.3` first" in message

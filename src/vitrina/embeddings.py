@@ -7,6 +7,7 @@ and the pipelines, so model code never imports a Kedro dataset module.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,8 +49,12 @@ class Embeddings:
                 raise ValueError(
                     f"Embeddings '{name}' must have shape [N={n}, D], got {list(arr.shape)}"
                 )
-            if not np.isfinite(arr).all():
-                bad = int((~np.isfinite(arr)).any(axis=1).sum())
+            # Row blocks, so a memory-mapped matrix is checked without a full-size mask.
+            bad = sum(
+                int((~np.isfinite(arr[a : a + 65536])).any(axis=1).sum())
+                for a in range(0, n, 65536)
+            )
+            if bad:
                 raise ValueError(f"Embeddings '{name}' has {bad} rows with NaN or inf values")
             object.__setattr__(self, name, arr)
 
@@ -83,3 +88,51 @@ class Embeddings:
             (index[pid] for pid in product_ids), dtype=np.int64, count=len(product_ids)
         )
         return Embeddings(ids=self.ids[rows], text=self.text[rows], image=self.image[rows])
+
+
+@dataclass(frozen=True)
+class EmbeddingShards:
+    """A sharded embeddings result computed lazily, shard by shard: what the embeddings
+    node returns and :class:`vitrina.datasets.ShardedEmbeddingsDataset` saves (computing
+    only the shards its manifest lacks), like the lazy callables of Kedro's
+    ``PartitionedDataset``.
+
+    Attributes:
+        model: the model's name (logs, manifest).
+        fingerprint: digest of the model (weights, tokenizer, preprocessing, precision);
+            shards made by another fingerprint are never reused.
+        ids: all product ids, ``str [N]``, in output order.
+        bounds: ``[(start, stop), ...]`` rows of each shard in ``ids``.
+        inputs: per shard, the digest of its input rows (id, text, image file).
+        compute: ``compute(indices)`` yields ``(index, Embeddings)`` for each of the shard
+            indices, in any order.
+        export_npz: also write the whole result as one NPZ (small catalogues).
+    """
+
+    model: str
+    fingerprint: str
+    ids: np.ndarray
+    bounds: list[tuple[int, int]]
+    inputs: list[str]
+    compute: Callable[[Sequence[int]], Iterator[tuple[int, Embeddings]]]
+    export_npz: bool = False
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def collect(self) -> Embeddings:
+        """Every shard computed in memory and concatenated in order (small catalogues, tests).
+
+        Raises:
+            ValueError: a shard's ids differ from the plan's.
+        """
+        parts = dict(self.compute(list(range(len(self.bounds)))))
+        ordered = [parts[i] for i in range(len(self.bounds))]
+        out = Embeddings(
+            ids=np.concatenate([p.ids for p in ordered]),
+            text=np.concatenate([p.text for p in ordered]),
+            image=np.concatenate([p.image for p in ordered]),
+        )
+        if not np.array_equal(out.ids, np.asarray(self.ids).astype(str)):
+            raise ValueError(f"embeddings of {self.model}: the shards' ids differ from the plan's")
+        return out

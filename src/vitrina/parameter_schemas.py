@@ -146,6 +146,7 @@ class ImageProcessingParams(Schema):
     format: Literal["JPEG", "PNG", "WEBP", "jpeg", "png", "webp"] = "JPEG"
     quality: Annotated[int, Field(ge=1, le=100)] = 95
     n_workers: Positive = 2
+    shard_size: Positive = 50_000
 
     @field_validator("output_dir")
     @classmethod
@@ -186,14 +187,31 @@ class ModelSpec(Schema):
         return kind
 
 
+class RayParams(Schema):
+    """``embeddings.ray``: cluster (``address``; null starts a local one), actor pool."""
+
+    address: str | None = None
+    num_cpus: Positive | None = None
+    num_actors: Positive = 2
+    num_cpus_per_actor: Annotated[float, Field(gt=0)] = 1
+    num_gpus_per_actor: Annotated[float, Field(ge=0)] = 0
+    block_rows: Positive = 1024
+    batch_size: Positive = 256
+    runtime_env: dict[str, Any] | None = None
+
+
 class EmbeddingsParams(Schema):
-    """``embeddings``: embedded text field, batching, device, autocast precision, models."""
+    """``embeddings``: text field, batching, device, precision, shards, backend, models."""
 
     text_field: str = "title"
     batch_size: Positive = 64
     device: Device = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     num_workers: Annotated[int, Field(ge=0)] = 2
+    shard_size: Positive = 50_000
+    backend: Literal["local", "ray"] = "local"
+    export_npz: bool = True
+    ray: RayParams | None = None
     models: Annotated[dict[Annotated[str, Field(pattern=r"^\w+$")], ModelSpec], Field(min_length=1)]
 
 

@@ -37,6 +37,7 @@ SELF_ATOMIC_OR_NO_FILE = {
     "SQLQueryDataset",  # a read-only query of the review database (save raises)
     "SeedClassificationDataset",  # read-only sources
     "SeedMetricLearningDataset",
+    "ShardedEmbeddingsDataset",  # each shard, view and manifest through atomic_path
 }
 
 SAVER = """

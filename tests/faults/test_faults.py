@@ -39,7 +39,7 @@ CASES = [
         nth=25,
         reset=(f"02_intermediate/{T}/images", f"02_intermediate/{T}/image_manifest.parquet"),
         results=(
-            f"02_intermediate/{T}/images/**/*",
+            f"02_intermediate/{T}/images/*/*.jpg",  # not the shard manifest, done after the kill
             f"02_intermediate/{T}/image_manifest.parquet",
             f"08_reporting/{T}/image_quality_report.csv",
         ),
@@ -57,12 +57,14 @@ CASES = [
         kill_at="ingestion_quality_report.csv",
         results=(f"03_primary/{T}/products.parquet", f"08_reporting/{T}/*quality_report.csv"),
     ),
-    # Vitrina's own NPZ writer: the old embeddings survive
+    # sharded embeddings (3 shards of 40): killed while writing the second shard, the
+    # rerun resumes there; its views and NPZ export equal an uninterrupted run's
     FaultCase(
-        "embeddings_npz",
+        "embeddings_shards",
         "embeddings",
-        kill_at="tiny_ruclip.npz",
-        results=(f"04_feature/{T}/embeddings/*.npz",),
+        kill_at="shard-00001.parquet",
+        reset=(f"04_feature/{T}/embeddings",),
+        results=(f"04_feature/{T}/embeddings/*/*.npy", f"04_feature/{T}/embeddings/*.npz"),
     ),
     # resumable training on the engine: resumed from last.ckpt, then the rest
     FaultCase(
@@ -106,6 +108,10 @@ CASES = [
 #: The tiny demo, sized for seconds per step: cheap probing, 3 fine-tuning epochs, a
 #: one-layer captioner that checkpoints every 2 steps.
 ENV = {
+    "parameters_embeddings.yml": """
+        embeddings:
+          shard_size: 40
+    """,
     "parameters_probing.yml": """
         probing:
           modalities: [text]

@@ -25,7 +25,7 @@ from vitrina.pipelines.clip_finetune.nodes import (
     split_finetune_pairs,
 )
 from vitrina.pipelines.clip_finetune.pipeline import finetune_pipeline
-from vitrina.pipelines.embeddings.nodes import embed_products_with_checkpoint
+from vitrina.pipelines.embeddings.nodes import shard_products_with_checkpoint
 
 
 def params(**train) -> dict:
@@ -215,9 +215,9 @@ def test_a_hugging_face_clip_fine_tunes_and_saves_with_save_pretrained(catalogue
     }
     loaded = ds.load()
     assert loaded.kind == "hf_clip"
-    emb = embed_products_with_checkpoint(
+    emb = shard_products_with_checkpoint(
         products, manifest, loaded, {"type": "hf_clip"}, {"batch_size": 16, "progress": False}
-    )
+    ).collect()
     assert emb.text.shape == (len(products), 16) and emb.image.shape == (len(products), 16)
 
 

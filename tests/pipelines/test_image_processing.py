@@ -205,3 +205,37 @@ def test_big_jpegs_are_decoded_at_a_reduced_scale(tmp_path, monkeypatch):
     assert (manifest.loc[0, "source_width"], manifest.loc[0, "source_height"]) == (1600, 2048)
     with Image.open(manifest.loc[0, "processed_path"]) as img:
         assert img.size == (32, 32)
+
+
+def test_shards_resume_where_a_run_died_and_skip_finished_ones(root, tmp_path, monkeypatch):
+    """8 images in shards of 3: a run dying in shard 1 leaves shard 0 recorded; the rerun
+    processes shards 1 and 2 only, a third run reads no image at all."""
+    for i in range(8):
+        Image.new("RGB", (30 + i, 20), (20 * i, 10, 10)).save(root / f"img{i}.jpg")
+    table = products([f"img{i}.jpg" for i in range(8)])
+    settings = params(tmp_path / "out", shard_size=3, n_workers=1)
+    reference, _, _ = process_images(table, str(root), params(tmp_path / "ref", n_workers=1))
+    real = __import__("vitrina.pipelines.image_processing.nodes", fromlist=["_"])._process_one
+    calls = []
+
+    def counted(src, *args, die_at=None):
+        calls.append(Path(src).name)
+        if len(calls) == die_at:
+            raise RuntimeError("killed")
+        return real(src, *args)
+
+    target = "vitrina.pipelines.image_processing.nodes._process_one"
+    monkeypatch.setattr(target, lambda *a: counted(*a, die_at=5))
+    with pytest.raises(RuntimeError, match="killed"):
+        process_images(table, str(root), settings)
+    calls.clear()
+    monkeypatch.setattr(target, counted)
+    manifest, report, _ = process_images(table, str(root), settings)
+    assert calls == [f"img{i}.jpg" for i in range(3, 8)]
+    assert report.empty and manifest["product_id"].tolist() == reference["product_id"].tolist()
+    assert manifest["source_width"].tolist() == reference["source_width"].tolist()
+    calls.clear()
+    again, _, _ = process_images(table, str(root), settings)
+    assert calls == [] and again.equals(manifest)
+    with pytest.raises(ValueError, match=r"image_processing.shard_size must be a positive"):
+        process_images(table, str(root), params(tmp_path / "out", shard_size=0))

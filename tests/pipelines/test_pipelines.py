@@ -11,6 +11,7 @@ from kedro.runner import SequentialRunner
 from tests.conftest import REPO
 from vitrina.datasets.embeddings import Embeddings
 from vitrina.demo import generate_demo_catalogue
+from vitrina.embeddings import EmbeddingShards
 from vitrina.pipelines.embeddings.pipeline import model_pipeline as embeddings_for_model
 from vitrina.pipelines.image_processing.pipeline import create_pipeline as image_processing
 from vitrina.pipelines.ingestion.pipeline import create_pipeline as ingestion
@@ -37,6 +38,21 @@ def base_params(name: str) -> dict:
     return yaml.safe_load((REPO / "conf" / "base" / f"parameters_{name}.yml").read_text())[name]
 
 
+def demo_inputs(root, n_products: int, seed: int, size: int = 32):
+    """``products`` and ``image_manifest`` of a generated demo catalogue under ``root``."""
+    table = generate_demo_catalogue(root / "raw", n_products=n_products, seed=seed)
+    images = str(root / "raw" / "images")
+    params = {**base_params("ingestion"), "image_root": images}
+    products = run(ingestion(), raw_products=table, **{"params:ingestion": params})["products"]
+    params = {**base_params("image_processing"), "size": size, "output_dir": str(root / "img")}
+    manifest = run(
+        image_processing(),
+        products=products,
+        **{"params:ingestion.image_root": images, "params:image_processing": params},
+    )["image_manifest"]
+    return products, manifest
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
@@ -49,7 +65,9 @@ def run(pipeline, **data):
     for name in pipeline.outputs():
         catalog[name] = MemoryDataset()
     SequentialRunner().run(pipeline, catalog)
-    return {name: catalog[name].load() for name in pipeline.outputs()}
+    out = {name: catalog[name].load() for name in pipeline.outputs()}
+    # the embeddings nodes return lazy shards, which the catalogue's dataset computes
+    return {k: v.collect() if isinstance(v, EmbeddingShards) else v for k, v in out.items()}
 
 
 @pytest.fixture(scope="module")

@@ -241,25 +241,13 @@ def test_an_unknown_backend_is_a_clear_error(products, manifest):
 def demo_probing(tmp_path_factory):
     """The demo catalogue end to end in-process: products, processed images, TF-IDF/SVD
     and pixel-PCA embeddings (the ``tfidf_svd`` model), and the probing splits."""
-    from tests.pipelines.test_pipelines import base_params, run
-    from vitrina.demo import generate_demo_catalogue
-    from vitrina.pipelines.embeddings.nodes import embed_products
-    from vitrina.pipelines.image_processing.pipeline import create_pipeline as image_processing
-    from vitrina.pipelines.ingestion.pipeline import create_pipeline as ingestion
+    from tests.pipelines.test_pipelines import base_params, demo_inputs
+    from vitrina.pipelines.embeddings.nodes import shard_products
 
     root = tmp_path_factory.mktemp("demo_probing")
-    table = generate_demo_catalogue(root / "raw", n_products=500, seed=11)
-    images = str(root / "raw" / "images")
-    params = {**base_params("ingestion"), "image_root": images}
-    products = run(ingestion(), raw_products=table, **{"params:ingestion": params})["products"]
-    params = {**base_params("image_processing"), "size": 32, "output_dir": str(root / "img")}
-    manifest = run(
-        image_processing(),
-        products=products,
-        **{"params:ingestion.image_root": images, "params:image_processing": params},
-    )["image_manifest"]
+    products, manifest = demo_inputs(root, n_products=500, seed=11)
     model = {"type": "tfidf_svd", "n_components": 24, "image_side": 8}
-    embeddings = embed_products(products, manifest, model, base_params("embeddings"))
+    embeddings = shard_products(products, manifest, model, base_params("embeddings")).collect()
     probing = base_params("probing")
     splits, _ = make_probing_splits(products, manifest, probing)
     return embeddings, splits, probing

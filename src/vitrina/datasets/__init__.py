@@ -1,4 +1,4 @@
-"""Custom Kedro datasets: NPZ embeddings, ruCLIP checkpoints, the generated demo catalogue,
+"""Custom Kedro datasets: NPZ and sharded embeddings, ruCLIP checkpoints, the generated demo catalogue,
 CSV source tables, seed 004's classification layouts, the review database and a JSON POST
 endpoint."""
 
@@ -10,6 +10,7 @@ from .embeddings import Embeddings, EmbeddingsDataset
 from .image_folder import ImageFolderDataset
 from .review_store import JSONPostDataset, ReviewStoreDataset
 from .seed_layouts import SeedClassificationDataset, SeedMetricLearningDataset
+from .sharded_embeddings import ShardedEmbeddingsDataset
 
 __all__ = [
     "ClassifierDataset",
@@ -23,4 +24,5 @@ __all__ = [
     "ClipCheckpointDataset",
     "SeedClassificationDataset",
     "SeedMetricLearningDataset",
+    "ShardedEmbeddingsDataset",
 ]

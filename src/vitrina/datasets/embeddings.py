@@ -67,21 +67,24 @@ class EmbeddingsDataset(AbstractDataset[Embeddings, Embeddings]):
             return TablePreview(
                 {"columns": ["status"], "index": [0], "data": [["not written yet"]]}
             )
-        emb = self.load()
-        rows = []
-        for i in range(min(nrows, len(emb))):
-            rows.append(
-                [
-                    str(emb.ids[i]),
-                    np.array2string(emb.text[i, :4], precision=3),
-                    np.array2string(emb.image[i, :4], precision=3),
-                ]
-            )
-        rows.append(["shape", str(list(emb.text.shape)), str(list(emb.image.shape))])
-        return TablePreview(
-            {
-                "columns": ["id", "text[:4]", "image[:4]"],
-                "index": list(range(len(rows))),
-                "data": rows,
-            }
-        )
+        return table_preview(self.load(), nrows)
+
+
+def table_preview(emb: Embeddings, nrows: int = 5) -> TablePreview:
+    """kedro-viz table: the first ``nrows`` ids with the heads of their vectors, and the shapes."""
+    rows = [
+        [
+            str(emb.ids[i]),
+            np.array2string(emb.text[i, :4], precision=3),
+            np.array2string(emb.image[i, :4], precision=3),
+        ]
+        for i in range(min(nrows, len(emb)))
+    ]
+    rows.append(["shape", str(list(emb.text.shape)), str(list(emb.image.shape))])
+    return TablePreview(
+        {
+            "columns": ["id", "text[:4]", "image[:4]"],
+            "index": list(range(len(rows))),
+            "data": rows,
+        }
+    )

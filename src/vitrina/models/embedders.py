@@ -31,6 +31,8 @@ from vitrina.utils import resolve_device
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: Texts whose token ids enter :meth:`ClipEmbedder.fingerprint` (a changed vocabulary shows).
+_PROBE_TEXTS = ("Платье летнее хлопковое, синее", "Men's slim-fit jeans 32/34", "кроссовки")
 
 
 def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -71,6 +73,16 @@ class Embedder(ABC):
     @abstractmethod
     def embed_images(self, image_paths: Sequence[str | Path]) -> np.ndarray:
         """``float32`` ``[N, D]`` L2-normalised image embeddings, in input order."""
+
+    def fingerprint(self) -> str:
+        """Hex digest of everything that makes the vectors (weights, fitted parts,
+        tokenizer, preprocessing, precision): sharded embeddings reuse a shard only
+        under the same fingerprint.
+
+        Raises:
+            NotImplementedError: the embedder defines none.
+        """
+        raise NotImplementedError(f"{type(self).__name__} defines no fingerprint()")
 
 
 class ClipEmbedder(Embedder):
@@ -121,6 +133,37 @@ class ClipEmbedder(Embedder):
         self.num_workers = max(1, int(num_workers))
         self.progress = progress
         self.name = name
+
+    def to(self, device: str) -> ClipEmbedder:
+        """Move the model to ``device`` (``auto`` | ``cpu`` | ``cuda[:i]``); returns self."""
+        import torch
+
+        self.device = torch.device(resolve_device(device))
+        self.model = self.model.to(self.device)
+        return self
+
+    def fingerprint(self) -> str:
+        """Digest of the weights (every state-dict tensor's bytes), the token ids of probe
+        texts, the pixels of a probe image and the precision."""
+        import torch
+
+        from vitrina.shards import digest
+
+        state = sorted(self.model.state_dict().items())
+        tensors = [
+            v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy() for _, v in state
+        ]
+        ids = self.tokenize(list(_PROBE_TEXTS))["input_ids"]
+        ramp = (np.add.outer(np.arange(23), np.arange(37)) * 4).astype(np.uint8)  # 23 x 37 px
+        pixels = self.preprocess(Image.fromarray(np.stack([ramp, ramp[::-1], 255 - ramp], -1)))
+        return digest(
+            type(self.model).__name__,
+            self.precision,
+            [k for k, _ in state],
+            *tensors,
+            np.asarray(ids, dtype=np.int64),
+            np.asarray(pixels, dtype=np.float32),
+        )
 
     def _autocast(self):
         import torch
@@ -273,6 +316,22 @@ class TfidfSvdEmbedder(Embedder):
         self._image = PCA(k_image, random_state=self.seed).fit(thumbs)
         self._thumbs_cache = (list(map(str, image_paths)), thumbs)
         return self
+
+    def fingerprint(self) -> str:
+        """Digest of the settings and the fitted parts (vocabulary, IDF, SVD and PCA)."""
+        from vitrina.shards import digest
+
+        self._require_fit()
+        tfidf, svd = self._text[0], self._text[-1]
+        return digest(
+            "tfidf_svd",
+            [self.n_components, self.image_side, self.seed],
+            sorted(tfidf.vocabulary_.items()),
+            tfidf.idf_,
+            svd.components_,
+            self._image.components_,
+            self._image.mean_,
+        )
 
     def _require_fit(self) -> None:
         if self._text is None:

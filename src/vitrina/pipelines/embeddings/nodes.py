@@ -1,7 +1,8 @@
-"""Embeddings nodes: products + processed images → ``Embeddings`` per model."""
+"""Embeddings nodes: products + processed images → sharded ``Embeddings`` per model."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import time
@@ -9,8 +10,10 @@ from typing import Any
 
 import pandas as pd
 
-from vitrina.datasets.embeddings import Embeddings
+from vitrina.embeddings import EmbeddingShards
 from vitrina.models.embedders import Embedder, build_embedder, embedder_from_bundle
+from vitrina.models.embedding_backends import BACKENDS, local_shards, ray_shards
+from vitrina.shards import digest, shard_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -53,57 +56,114 @@ def embedding_inputs(
     return merged.rename(columns={text_field: "text"})[["product_id", "text", "processed_path"]]
 
 
-def run_embedder(embedder: Embedder, items: pd.DataFrame) -> Embeddings:
-    """Fit (when the embedder needs it) and embed ``items`` (``product_id, text, processed_path``)."""
-    texts = items["text"].fillna("").astype(str).tolist()
-    paths = items["processed_path"].tolist()
+def embedding_shards(
+    embedder: Embedder, items: pd.DataFrame, params: dict[str, Any]
+) -> EmbeddingShards:
+    """The sharded, lazily computed embeddings of ``items`` (``product_id, text,
+    processed_path``) with ``embedder``.
+
+    The embedder is fitted first (pretrained models skip it; the ``tfidf_svd`` baseline
+    fits on every product, transductively), then fingerprinted. Each shard of
+    ``params["shard_size"]`` products is keyed by the digest of its ids, texts and
+    processed image files (whose names carry the source image's content hash); the
+    dataset computes only the shards its manifest lacks.
+
+    Args:
+        params: ``embeddings`` parameters: ``shard_size`` (50,000), ``backend``
+            (``local`` | ``ray``), ``ray`` (:func:`vitrina.models.embedding_backends.ray_shards`),
+            ``export_npz``.
+
+    Raises:
+        ValueError: ``shard_size`` is not a positive integer, or an unknown ``backend``.
+    """
+    bounds = shard_bounds(len(items), params.get("shard_size", 50_000), "embeddings.shard_size")
+    backend = params.get("backend", "local")
+    if backend not in BACKENDS:
+        raise ValueError(f"embeddings.backend must be one of {BACKENDS}, got {backend!r}")
+    items = items.reset_index(drop=True)
+    items["text"] = items["text"].fillna("").astype(str)
     start = time.perf_counter()
-    embedder.fit(texts, paths)
-    text = embedder.embed_texts(texts)
-    image = embedder.embed_images(paths)
-    elapsed = time.perf_counter() - start
+    embedder.fit(items["text"].tolist(), items["processed_path"].tolist())
+    inputs = [
+        digest(
+            items["product_id"].iloc[a:b].astype(str).tolist(),
+            items["text"].iloc[a:b].tolist(),
+            items["processed_path"].iloc[a:b].astype(str).tolist(),
+        )
+        for a, b in bounds
+    ]
+    if backend == "ray":
+        ray_settings = {"device": params.get("device", "auto"), **(params.get("ray") or {})}
+        compute = functools.partial(ray_shards, embedder, items, bounds, settings=ray_settings)
+    else:
+        compute = functools.partial(local_shards, embedder, items, bounds)
+
+    def timed(indices):
+        t0 = time.perf_counter()
+        done = 0
+        for i, emb in compute(indices):
+            done += len(emb)
+            yield i, emb
+        elapsed = time.perf_counter() - t0
+        logger.info(
+            "embeddings[%s]: %d products in %d shards on %s in %.1f s (%.0f products/s)",
+            embedder.name,
+            done,
+            len(indices),
+            backend,
+            elapsed,
+            done / max(elapsed, 1e-9),
+        )
+
+    plan = EmbeddingShards(
+        model=embedder.name,
+        fingerprint=embedder.fingerprint(),
+        ids=items["product_id"].astype(str).to_numpy(),
+        bounds=bounds,
+        inputs=inputs,
+        compute=timed,
+        export_npz=bool(params.get("export_npz", True)),
+    )
     logger.info(
-        "embeddings[%s]: %d products in %.1f s (%.0f products/s), text %s, image %s",
+        "embeddings[%s]: %d products, %d shards, fitted and fingerprinted in %.1f s",
         embedder.name,
         len(items),
-        elapsed,
-        len(items) / max(elapsed, 1e-9),
-        list(text.shape),
-        list(image.shape),
+        len(bounds),
+        time.perf_counter() - start,
     )
-    return Embeddings(ids=items["product_id"].astype(str).to_numpy(), text=text, image=image)
+    return plan
 
 
-def embed_products(
+def shard_products(
     products: pd.DataFrame,
     image_manifest: pd.DataFrame,
     model: dict[str, Any],
     params: dict[str, Any],
-) -> Embeddings:
-    """Embed every product with a model named by its spec (hub id, local path, baseline).
+) -> EmbeddingShards:
+    """Sharded embeddings of every product with a model named by its spec (hub id, local
+    path, baseline): the node; the catalogue's ``ShardedEmbeddingsDataset`` computes them
+    (``.collect()`` computes them in memory, for small catalogues and notebooks).
 
     Args:
         products: canonical products.
         image_manifest: processed images.
         model: ``embeddings.models.<name>`` spec (``type``, ``checkpoint``, options).
         params: ``embeddings`` parameters (``text_field``, ``batch_size``, ``device``,
-            ``precision``, ``num_workers``).
-
-    Returns:
-        :class:`Embeddings` with L2-normalised ``text`` and ``image`` of shape ``[N, D]``.
+            ``precision``, ``num_workers``, ``shard_size``, ``backend``, ``ray``).
     """
     items = embedding_inputs(products, image_manifest, params.get("text_field", "title"))
-    return run_embedder(build_embedder(model, params, name=model.get("name", model["type"])), items)
+    embedder = build_embedder(model, params, name=model.get("name", model["type"]))
+    return embedding_shards(embedder, items, params)
 
 
-def embed_products_with_checkpoint(
+def shard_products_with_checkpoint(
     products: pd.DataFrame,
     image_manifest: pd.DataFrame,
     checkpoint: Any,
     model: dict[str, Any],
     params: dict[str, Any],
-) -> Embeddings:
-    """Like :func:`embed_products`, with the model taken from the catalogue.
+) -> EmbeddingShards:
+    """Like :func:`shard_products`, with the model taken from the catalogue.
 
     Args:
         checkpoint: the ``<model>.checkpoint`` dataset: a loaded
@@ -112,7 +172,7 @@ def embed_products_with_checkpoint(
     """
     items = embedding_inputs(products, image_manifest, params.get("text_field", "title"))
     name = model.get("name", model.get("type", "ruclip"))
-    return run_embedder(embedder_from_bundle(checkpoint, params, name), items)
+    return embedding_shards(embedder_from_bundle(checkpoint, params, name), items, params)
 
 
 def write_tiny_checkpoint(products: pd.DataFrame, model: dict[str, Any]) -> Any:

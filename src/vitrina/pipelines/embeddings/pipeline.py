@@ -8,7 +8,7 @@ from kedro.pipeline import Node, Pipeline
 
 from vitrina.config import model_specs
 
-from .nodes import embed_products, embed_products_with_checkpoint, write_tiny_checkpoint
+from .nodes import shard_products, shard_products_with_checkpoint, write_tiny_checkpoint
 
 
 def model_pipeline(name: str, spec: dict[str, Any]) -> Pipeline:
@@ -32,7 +32,7 @@ def model_pipeline(name: str, spec: dict[str, Any]) -> Pipeline:
     if from_catalogue:
         nodes.append(
             Node(
-                embed_products_with_checkpoint,
+                shard_products_with_checkpoint,
                 ["products", "image_manifest", "checkpoint", "params:model", "params:embeddings"],
                 "embeddings",
                 name="embed_products",
@@ -41,7 +41,7 @@ def model_pipeline(name: str, spec: dict[str, Any]) -> Pipeline:
     else:
         nodes.append(
             Node(
-                embed_products,
+                shard_products,
                 ["products", "image_manifest", "params:model", "params:embeddings"],
                 "embeddings",
                 name="embed_products",

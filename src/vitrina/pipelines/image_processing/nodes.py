@@ -13,15 +13,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
+from vitrina.shards import ShardSpec, ShardStore, digest, shard_bounds
 from vitrina.utils import atomic_path
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ["product_id", "processed_path", "source_width", "source_height", "source_mode"]
 REPORT_COLUMNS = ["product_id", "image_path", "reason", "detail"]
+SHARD_COLUMNS = [*dict.fromkeys(MANIFEST_COLUMNS + REPORT_COLUMNS)]
 
 
 def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
@@ -184,13 +187,51 @@ def _remove_superseded(out_dir: Path, kept: set[Path], stems: set[str]) -> int:
     return removed
 
 
+def _shard_inputs(jobs: list[tuple[str, str, Path, str]]) -> str:
+    """Digest of a shard's products: id, source path and the source file's size and
+    modification time (a replaced picture changes its shard's digest)."""
+    stats = []
+    for _, _, src, _ in jobs:
+        try:
+            st = src.stat()
+            stats.append(f"{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            stats.append("missing")
+    return digest([j[0] for j in jobs], [str(j[2]) for j in jobs], stats)
+
+
+def _shard_table(jobs: list[tuple[str, str, Path, str]], results: list[dict[str, Any]]) -> pa.Table:
+    """One shard's rows: the manifest fields of processed images, reason + detail of failures."""
+    frame = pd.DataFrame(
+        [
+            {
+                "product_id": pid,
+                "image_path": rel,
+                "processed_path": res["processed_path"].as_posix() if "error" not in res else None,
+                "source_width": res.get("source_width"),
+                "source_height": res.get("source_height"),
+                "source_mode": res.get("source_mode"),
+                "reason": res.get("error"),
+                "detail": res.get("detail"),
+            }
+            for (pid, rel, _, _), res in zip(jobs, results, strict=True)
+        ],
+        columns=SHARD_COLUMNS,
+    ).astype({"source_width": "Int64", "source_height": "Int64"})
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
 def process_images(
     products: pd.DataFrame, image_root: str, params: dict[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Convert every product image to RGB, resize it to a square and write it to disk.
 
-    Work is spread over ``params["n_workers"]`` threads (PIL releases the GIL while
-    decoding and resizing). Every file is written through a temporary name and renamed,
+    Work goes in shards of ``params["shard_size"]`` products (:mod:`vitrina.shards`: one
+    parquet of manifest rows per shard under ``<output folder>.shards/``, with a
+    manifest): a rerun skips finished shards whose products, source files (size and
+    modification time) and settings are unchanged, and memory holds one shard's results.
+    Within a shard, work is spread over ``params["n_workers"]`` threads (PIL releases the
+    GIL while decoding and resizing). Every file is written through a temporary name and renamed,
     so an interrupted run leaves no half-written image, and a rerun skips images already
     processed (only their header is read, to fill the manifest). The cache is keyed by
     everything that makes an output: the folder ``<size>_<mode>_<settings key>``
@@ -204,7 +245,7 @@ def process_images(
         image_root: directory the ``image_path`` values are relative to.
         params: ``image_processing`` parameters: ``size`` (px), ``mode`` (pad|crop),
             ``background`` (RGB 0-255), ``output_dir``, ``format``, ``quality``,
-            ``n_workers``.
+            ``n_workers``, ``shard_size`` (50,000).
 
     Returns:
         ``image_manifest`` — one row per product whose image was processed:
@@ -215,7 +256,8 @@ def process_images(
         ``processed_images`` dataset).
 
     Raises:
-        ValueError: no image at all could be processed (names the first errors).
+        ValueError: no image at all could be processed (names the first errors), or
+            ``shard_size`` is not a positive integer.
     """
     fmt = params.get("format", "JPEG").upper()
     extension = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}.get(fmt, fmt.lower())
@@ -228,37 +270,44 @@ def process_images(
         (pid, rel, root / rel, output_name(pid, extension))
         for pid, rel in zip(products["product_id"], products["image_path"], strict=True)
     ]
+    bounds = shard_bounds(
+        len(jobs), params.get("shard_size", 50_000), "image_processing.shard_size"
+    )
+    store = ShardStore(
+        out_dir.with_name(out_dir.name + ".shards"), "images", processing_key(params)
+    )
+    specs = [ShardSpec(i, a, b, _shard_inputs(jobs[a:b])) for i, (a, b) in enumerate(bounds)]
+    pending = set(store.open(specs, settings={k: str(v) for k, v in sorted(params.items())}))
     logger.info("image_processing: %d images → %s", len(jobs), out_dir)
     settings = {**params, "format": fmt}
+    kept, stems = set(), set()
+    bar = tqdm(total=len(jobs), desc="image_processing", unit="img", disable=None)
     with ThreadPoolExecutor(max_workers=max(1, int(params.get("n_workers", 2)))) as pool:
-        results = list(
-            tqdm(
-                pool.map(lambda job: _process_one(job[2], out_dir, job[3], settings), jobs),
-                total=len(jobs),
-                desc="image_processing",
-                unit="img",
-                disable=None,  # a bar on a terminal, nothing in redirected logs
-            )
-        )
-    kept = {res["processed_path"] for res in results if "error" not in res}
-    superseded = _remove_superseded(out_dir, kept, {job[3].rsplit(".", 1)[0] for job in jobs})
+        for spec in specs:
+            shard = jobs[spec.start : spec.stop]
+            if spec.index in pending:  # a finished shard is not even read again
+                results = []
+                for res in pool.map(
+                    lambda job: _process_one(job[2], out_dir, job[3], settings), shard
+                ):
+                    results.append(res)
+                    bar.update()
+                store.write(spec, _shard_table(shard, results))
+                kept |= {res["processed_path"] for res in results if "error" not in res}
+                stems |= {job[3].rsplit(".", 1)[0] for job in shard}
+            else:
+                bar.update(len(shard))
+    bar.close()
+    store.finish()
+    superseded = _remove_superseded(out_dir, kept, stems) if stems else 0
     if superseded:
         logger.info("image_processing: %d outputs of replaced source images removed", superseded)
-    manifest, failures = [], []
-    for (pid, rel, _, _), res in zip(jobs, results, strict=True):
-        if "error" in res:
-            failures.append(
-                {
-                    "product_id": pid,
-                    "image_path": rel,
-                    "reason": res["error"],
-                    "detail": res["detail"],
-                }
-            )
-        else:
-            manifest.append(
-                {"product_id": pid, **res, "processed_path": res["processed_path"].as_posix()}
-            )
+    rows = pd.concat([t.to_pandas() for t in store.tables()], ignore_index=True)
+    ok = rows["reason"].isna()
+    manifest = rows.loc[ok, MANIFEST_COLUMNS].astype(
+        {"source_width": "int64", "source_height": "int64"}
+    )
+    failures = rows.loc[~ok, REPORT_COLUMNS].to_dict("records")
     report = pd.DataFrame(failures, columns=REPORT_COLUMNS)
     if failures:
         logger.warning(
@@ -267,9 +316,9 @@ def process_images(
             len(jobs),
             report["reason"].value_counts().to_dict(),
         )
-    if not manifest:
+    if manifest.empty:
         raise ValueError(
             f"No image could be processed ({len(jobs)} tried); first errors: "
             + "; ".join(f"{f['product_id']}: {f['detail']}" for f in failures[:3])
         )
-    return pd.DataFrame(manifest, columns=MANIFEST_COLUMNS), report, out_dir
+    return manifest.reset_index(drop=True), report, out_dir
