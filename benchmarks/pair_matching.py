@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 DISTRIBUTIONS = ("catalogue", "uniform")
 
 
-def shard_source(n: int, dim: int, seed: int, distribution: str, shard: int = 100_000):
+def shard_source(n: int, dim: int, seed: int, distribution: str, shard: int = 50_000):
     """A zero-argument callable yielding ``n`` synthetic ``[<=shard, dim]`` float32 shards,
     the same ones on every call (each shard seeded by ``(seed, shard number)``), so the
     index is built shard by shard and no ``[n, dim]`` input array ever exists.
@@ -77,10 +77,12 @@ def shard_source(n: int, dim: int, seed: int, distribution: str, shard: int = 10
         sizes = 1 + rng.geometric(0.45, size=m)
         group = np.repeat(np.arange(m), sizes)[:m]  # items of a group are adjacent rows
         cat = rng.choice(n_cat, size=m, p=weights)[group]
-        g_off = rng.standard_normal((m, dim), dtype=np.float32)
-        x = centres[cat] + 0.7 * g_off[group]
+        x = rng.standard_normal((m, dim), dtype=np.float32)[group]
+        x *= 0.7
+        x += centres[cat]
         x += 0.35 * rng.standard_normal((m, dim), dtype=np.float32)
-        return x * spectrum
+        x *= spectrum
+        return x
 
     def shards():
         for i, s in enumerate(range(0, n, shard)):
@@ -133,7 +135,7 @@ def bench_search(args) -> None:
     m = min(args.recall_queries, n_q)  # exact search is slow: a subset of the queries
     print(
         f"vectors: {args.n:,} x {args.dim} float32 ({args.n * args.dim * 4 / 2**30:.2f} GiB), "
-        f"{args.distribution} distribution, generated shard by shard (100,000 rows); "
+        f"{args.distribution} distribution, generated shard by shard (50,000 rows); "
         f"{n_q:,} timed queries (indexed rows), {m:,} checked against exact search",
         flush=True,
     )

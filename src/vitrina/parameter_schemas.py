@@ -355,6 +355,16 @@ class PairCandidates(Schema):
     batch_size: Positive = 50_000
     index: dict[str, Any] = {}
 
+    @model_validator(mode="after")
+    def _index(self) -> PairCandidates:
+        """``index``: the FAISS index settings (:class:`vitrina.models.pair_matching.IndexConfig`)."""
+        from vitrina.models.pair_matching import IndexConfig
+
+        _dataclass_check(
+            lambda c: IndexConfig(**{k: v for k, v in c.items() if v is not None}), self.index
+        )
+        return self
+
 
 class PairMatchingParams(Schema):
     """``pair_matching``: source layout, splits, feature variants, classifiers."""
@@ -405,6 +415,14 @@ class PairMatchingParams(Schema):
 
 
 # ---------------------------------------------------------------------- tuning
+class TuningHeartbeat(Schema):
+    """``tuning.heartbeat``: Optuna's heartbeat on RDB storages (dead workers' trials retried)."""
+
+    interval: Positive | None = 60
+    grace_period: Positive | None = None
+    max_retry: Annotated[int, Field(ge=0)] | None = 2
+
+
 class TuningParams(Schema):
     """``tuning``: the target and study settings (checked by the tuning plan)."""
 
@@ -414,6 +432,7 @@ class TuningParams(Schema):
     catalogue: str = "vitrina"
     study_name: str | None = None
     storage: str | None = None
+    heartbeat: TuningHeartbeat = TuningHeartbeat()
     sampler: dict[str, Any] = {}
     pruner: dict[str, Any] = {}
     targets: dict[str, dict[str, Any] | None]
