@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -130,6 +131,17 @@ def make_pruner(config: dict[str, Any] | None) -> optuna.pruners.BasePruner:
     return _from_config(config or {}, PRUNERS, "median", "pruner")
 
 
+#: Retries of opening an RDB storage whose tables another worker is creating.
+TABLE_RACE_RETRIES = 5
+#: What SQLite / PostgreSQL / MySQL say when another worker created a table or row first.
+TABLE_RACE_ERRORS = (
+    "already exists",
+    "UNIQUE constraint failed",
+    "duplicate key",
+    "Duplicate entry",
+)
+
+
 def redact(url: str, text: str | None = None) -> str:
     """``text`` (default: ``url`` itself) with ``url``'s password replaced by ``***``
     (for logs and errors: a driver's message may quote the password)."""
@@ -193,9 +205,19 @@ def open_storage(
             if heartbeat:  # Optuna 5's name of RetryFailedTrialCallback
                 retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
                 heartbeat["heartbeat_stale_trial_callback"] = retry
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs={"pool_pre_ping": True}, **heartbeat
-            )
+            for attempt in range(TABLE_RACE_RETRIES + 1):
+                try:
+                    return optuna.storages.RDBStorage(
+                        url, engine_kwargs={"pool_pre_ping": True}, **heartbeat
+                    )
+                except Exception as exc:  # noqa: BLE001
+                    # Workers starting together on an empty database race to create
+                    # Optuna's tables and stamp their version; the loser's CREATE TABLE
+                    # or INSERT fails, and its next try finds them.
+                    race = any(w in str(exc) for w in TABLE_RACE_ERRORS)
+                    if not race or attempt == TABLE_RACE_RETRIES:
+                        raise
+                    time.sleep(0.2 * (attempt + 1))
     except Exception as exc:  # noqa: BLE001 - every driver raises its own type
         raise TuningStorageError(
             f"Cannot open the Optuna storage {redact(url)!r}: {type(exc).__name__}: "
