@@ -2,7 +2,8 @@
 run a trial twice, and a killed worker's trial is failed by the heartbeat and retried.
 
 Each worker is a real process (:mod:`tests.pipelines.tuning_worker`) running the study
-through the tuning node's functions on a cheap objective, on one SQLite file.
+through the tuning node's functions on a cheap objective, on one SQLite file (and one
+PostgreSQL database, the production backend, for the shared budget).
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ def executed(log_dir: Path) -> dict[str, list[dict]]:
     }
 
 
-def test_two_workers_share_the_budget_and_run_no_trial_twice(tmp_path):
-    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+def test_two_workers_share_the_budget_and_run_no_trial_twice(tmp_path, review_db_url):
+    url = review_db_url  # a fresh SQLite file, then a fresh PostgreSQL database
     procs = [worker(url, 6, tmp_path, "--workers", "2") for _ in range(2)]
     for proc in procs:
         finish(proc)
@@ -94,8 +95,8 @@ def test_a_killed_workers_trial_is_failed_by_the_heartbeat_and_retried(tmp_path)
 
 
 def test_storage_passwords_never_reach_messages():
-    url = "postgresql+psycopg2://vitrina:s3cr3t-pw@127.0.0.1:1/optuna"
-    assert redact(url) == "postgresql+psycopg2://vitrina:***@127.0.0.1:1/optuna"
+    url = "postgresql+psycopg://vitrina:s3cr3t-pw@127.0.0.1:1/optuna"
+    assert redact(url) == "postgresql+psycopg://vitrina:***@127.0.0.1:1/optuna"
     assert redact(url, "password 's3cr3t-pw' rejected") == "password '***' rejected"
     with pytest.raises(TuningStorageError) as err:
         open_storage(url)

@@ -16,7 +16,7 @@ class OptunaStorageDataset(AbstractDataset[None, str | None]):
     """``load()`` is the study storage URL of credentials ``{"url": ...}`` (or ``None``).
 
     Kedro hands credentials to datasets, never to nodes; this read-only dataset carries
-    the URL of a shared Optuna storage (``postgresql+psycopg2://user:password@host/db``,
+    the URL of a shared Optuna storage (``postgresql+psycopg://user:password@host/db``,
     any Optuna RDB URL) from ``conf/<env>/credentials.yml`` to the tuning node, so the
     password is in no parameter file, log or MLflow run (its description and every log
     line redact it). An empty or missing URL loads as ``None``: the node then uses
