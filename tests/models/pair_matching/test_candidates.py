@@ -12,6 +12,8 @@ from vitrina.models.pair_matching import (
     candidate_pairs,
     candidate_recall,
     match_groups,
+    mining_source,
+    mining_vectors,
 )
 
 
@@ -124,3 +126,12 @@ def test_candidate_pairs_from_shards_equal_those_from_the_array():
     pd.testing.assert_frame_equal(whole, sharded)
     with pytest.raises(ValueError, match="79 ids for 80 vectors"):
         candidate_pairs(emb.ids[:-1], emb.text, k=3)
+
+
+def test_the_text_image_source_streams_the_concatenation():
+    _, emb = toy(n_groups=40)
+    source = mining_source(emb, "text+image", chunk=7)
+    pieces = list(source())
+    assert max(len(p) for p in pieces) == 7
+    np.testing.assert_allclose(np.concatenate(pieces), mining_vectors(emb, "text+image"))
+    assert mining_source(emb, "text", chunk=7) is emb.text  # no copy of one modality
