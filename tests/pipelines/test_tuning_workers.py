@@ -18,8 +18,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+from kedro.io import DatasetError
 
 from tests.conftest import REPO
+from vitrina.datasets import OptunaStorageDataset
 from vitrina.tuning import TuningStorageError, open_storage, redact
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -101,3 +103,11 @@ def test_storage_passwords_never_reach_messages():
     with pytest.raises(TuningStorageError) as err:
         open_storage(url)
     assert "s3cr3t-pw" not in str(err.value) and "vitrina:***@127.0.0.1" in str(err.value)
+    # the catalogue entry tuning_storage: the URL from credentials, redacted in its description
+    dataset = OptunaStorageDataset(credentials={"url": url})
+    assert dataset.load() == url and "s3cr3t-pw" not in str(dataset._describe())
+    assert OptunaStorageDataset(credentials={"url": ""}).load() is None  # → tuning.storage
+    with pytest.raises(DatasetError, match="'url' string"):
+        OptunaStorageDataset(credentials={"url": 5})
+    with pytest.raises(DatasetError, match="read-only"):
+        dataset.save("sqlite:///x.db")

@@ -12,7 +12,7 @@ from vitrina.tuning import redact
 logger = logging.getLogger(__name__)
 
 
-class OptunaStorageDataset(AbstractDataset[None, str | None]):
+class OptunaStorageDataset(AbstractDataset[str, str | None]):
     """``load()`` is the study storage URL of credentials ``{"url": ...}`` (or ``None``).
 
     Kedro hands credentials to datasets, never to nodes; this read-only dataset carries
@@ -42,7 +42,7 @@ class OptunaStorageDataset(AbstractDataset[None, str | None]):
             logger.info("tuning: Optuna storage from credentials: %s", redact(self._url))
         return self._url
 
-    def save(self, data: None) -> None:
+    def save(self, data: str) -> None:
         raise DatasetError("OptunaStorageDataset is read-only (its URL comes from credentials)")
 
     def _exists(self) -> bool:
