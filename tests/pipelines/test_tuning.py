@@ -95,13 +95,13 @@ def test_study_continues_records_failures_and_logs_nested_mlflow_runs(tmp_path):
             specs,
             study_name="s",
             storage=storage,
-            n_trials=6,
+            n_trials=4,
             sampler=make_sampler({"type": "random", "seed": 0}),
             first_trial={"alpha": 1e-3, "hidden_layer_sizes": [64], "batch_size": 16},
         )
         first = len(study.trials)
         again = run_study(  # the budget is spent: nothing runs
-            objective, specs, study_name="s", storage=storage, n_trials=6
+            objective, specs, study_name="s", storage=storage, n_trials=4
         )
         assert len(again.trials) == first
         study = run_study(  # a raised budget continues the same study
@@ -109,11 +109,11 @@ def test_study_continues_records_failures_and_logs_nested_mlflow_runs(tmp_path):
             specs,
             study_name="s",
             storage=open_storage(f"sqlite:///{tmp_path / 'sub' / 'optuna.db'}"),
-            n_trials=12,
+            n_trials=8,
             sampler=make_sampler({"type": "random", "seed": 0}),
         )
-    # failed trials do not use the budget: 12 finished ones, whatever failed on the way
-    assert len(study.get_trials(states=finished)) == 12 and len(study.trials) > first
+    # failed trials do not use the budget: 8 finished ones, whatever failed on the way
+    assert len(study.get_trials(states=finished)) == 8 and len(study.trials) > first
     assert (
         study.trials[0].user_attrs == {"defaults": True} and study.trials[0].params["alpha"] == 1e-3
     )
