@@ -274,7 +274,8 @@ class CandidateIndex:
         sims, rows = [], []
         batches = shard_iterator(queries, int(batch_size or self.config.chunk))()
         with limit_threads(self.config.threads):
-            for batch in tqdm(batches, desc="candidate search", unit="batch", leave=False):
+            bar = tqdm(batches, desc="candidate search", unit="batch", leave=False, disable=None)
+            for batch in bar:  # disable=None: no bar without a terminal
                 batch = np.asarray(batch)
                 if batch.ndim != 2 or batch.shape[1] != self.d_:
                     raise ValueError(
