@@ -154,7 +154,7 @@ def bench_search(args) -> None:
     index = CandidateIndex(cfg).build(source)
     build_cpu = time.process_time() - cpu  # all threads: the figure a loaded machine keeps
     build_rss = peak_rss_gib()
-    ivf = args.index in ("ivf", "ivfpq")
+    ivf = args.index.startswith("ivf")
     detail = (
         f"nlist={index.index.nlist}, nprobe={index.index.nprobe}"
         + (f", pq_m={args.pq_m}" if args.index == "ivfpq" else "")
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=1_000_000, help="indexed vectors")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--index", choices=["ivf", "ivfpq", "hnsw", "flat"], default="ivf")
+    parser.add_argument("--index", choices=["ivf", "ivfsq", "ivfpq", "hnsw", "flat"], default="ivf")
     parser.add_argument("--distribution", choices=DISTRIBUTIONS, default="catalogue")
     parser.add_argument("--nlist", type=int, default=0, help="IVF cells (0: 4 sqrt(N))")
     parser.add_argument("--nprobe", type=int, default=16, help="IVF cells scanned per query")

@@ -34,7 +34,7 @@ def test_flat_index_is_exact():
     assert np.all(np.diff(sims, axis=1) <= 1e-6)
 
 
-@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf", "ivfsq", "hnsw"])
 def test_approximate_indexes_recall(kind):
     x = clustered(3000)
     index = CandidateIndex(
@@ -78,7 +78,7 @@ def shards_of(x: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
     return np.split(x, np.cumsum(sizes)[:-1])
 
 
-@pytest.mark.parametrize("kind", ["ivf", "ivfpq", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf", "ivfsq", "ivfpq", "hnsw"])
 def test_a_build_from_shards_equals_the_one_shot_build(kind, tmp_path):
     """Shards (a list, a memmap, a stream) index the same vectors in the same order, and
     the IVF quantiser is trained on the same sample, so the searches agree exactly."""
@@ -105,7 +105,7 @@ def test_a_build_from_shards_equals_the_one_shot_build(kind, tmp_path):
 def test_auto_switches_to_the_approximate_index_above_exact_max():
     x = clustered(400)
     assert CandidateIndex({"exact_max": 400}).build(x).kind_ == "flat"
-    for approximate in ("ivf", "ivfpq", "hnsw"):
+    for approximate in ("ivf", "ivfsq", "ivfpq", "hnsw"):
         cfg = {"exact_max": 399, "approximate": approximate, "pq_m": 8, "nlist": 4}
         assert CandidateIndex(cfg).build(x).kind_ == approximate
     with pytest.raises(ValueError, match="approximate index must be one of"):
