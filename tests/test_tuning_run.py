@@ -1,4 +1,5 @@
-"""Tuning end to end: `kedro run --pipeline=tuning` twice on the demo continues one study."""
+"""Tuning end to end: `kedro run --pipeline=tuning` twice on the demo continues one study
+(its n_trials is the study's total)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ OUT = "data/08_reporting/test/tuning"
 
 def test_tuning_twice_continues_the_study_and_writes_reports(kedro_project):
     run(kedro_project, None, {"clip_finetune": {"train": {"max_epochs": 1}}})  # the main job first
-    params = "tuning.target=probing_mlp,tuning.n_trials=3,tuning.targets.probing_mlp.max_epochs=5"
-    for _ in range(2):  # the README's command, twice: the second run continues the study
-        kedro_cli(kedro_project, "run", "--pipeline=tuning", "--env=test", f"--params={params}")
+    params = "tuning.target=probing_mlp,tuning.targets.probing_mlp.max_epochs=5,tuning.n_trials="
+    for n_trials in (3, 6):  # the README's commands: the second run continues the study to 6
+        kedro_cli(
+            kedro_project, "run", "--pipeline=tuning", "--env=test", f"--params={params}{n_trials}"
+        )
 
     summary = pd.read_csv(f"{OUT}/probing_mlp_summary.csv").iloc[0]
     assert summary["study"] == "test-probing_mlp" and summary["n_trials"] == 6

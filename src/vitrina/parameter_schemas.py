@@ -40,7 +40,9 @@ class Schema(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-def _context(info: ValidationInfo, key: str) -> Any:
+def run_context(info: ValidationInfo, key: str) -> Any:
+    """The validation context's ``key`` (``"parameters"``: the run's whole parameters,
+    ``"catalog"``: its catalogue), or None when validating without a run."""
     return (info.context or {}).get(key)
 
 
@@ -63,9 +65,6 @@ def dataclass_check(build: Any, value: Any) -> Any:
     except (TypeError, KeyError) as exc:
         raise ValueError(str(exc).strip("'\"")) from exc
     return value
-
-
-_dataclass_check = dataclass_check  # the name this module's schemas use
 
 
 # ---------------------------------------------------------------------- project-wide
@@ -153,7 +152,7 @@ class ImageProcessingParams(Schema):
     def _inside_dataset(cls, output_dir: str, info: ValidationInfo) -> str:
         """The images must land inside the ``processed_images`` dataset's folder (its
         ``save`` refuses any other), which is known before any image is written."""
-        catalog = _context(info, "catalog")
+        catalog = run_context(info, "catalog")
         dataset = catalog.get("processed_images") if catalog is not None else None
         folder = getattr(dataset, "_path", None)
         if folder is not None and not Path(output_dir).resolve().is_relative_to(
@@ -273,94 +272,16 @@ class ClipFinetuneParams(Schema):
     def _train(cls, train: dict[str, Any] | None) -> dict[str, Any] | None:
         from vitrina.models.clip.config import ClipFinetuneConfig
 
-        return _dataclass_check(ClipFinetuneConfig.from_params, train)
+        return dataclass_check(ClipFinetuneConfig.from_params, train)
 
     @model_validator(mode="after")
     def _models(self, info: ValidationInfo) -> ClipFinetuneParams:
-        models = ((_context(info, "parameters") or {}).get("embeddings") or {}).get("models")
+        models = ((run_context(info, "parameters") or {}).get("embeddings") or {}).get("models")
         if models is not None and self.base_model not in models:
             raise ValueError(
                 f"base_model {self.base_model!r} is not in embeddings.models {sorted(models)}"
             )
         return self
-
-
-# ---------------------------------------------------------------------- captioning
-class CaptioningData(Schema):
-    """``captioning.data``: train/validation/test shares (sum 1), seed, cap."""
-
-    split: Annotated[list[Annotated[float, Field(ge=0, le=1)]], Field(min_length=3, max_length=3)]
-    seed: int = 42
-    max_items: Positive | None = None
-
-    @field_validator("split")
-    @classmethod
-    def _sums_to_one(cls, split: list[float]) -> list[float]:
-        if abs(sum(split) - 1) > 1e-6 or min(split) <= 0:
-            raise ValueError("train/validation/test shares must be > 0 and sum to 1")
-        return split
-
-
-class CaptioningEvaluation(Schema):
-    """``captioning.evaluation``: decodings and inference settings."""
-
-    decodings: Annotated[list[Literal["greedy", "beam"]], Field(min_length=1)] = ["greedy"]
-    batch_size: Positive = 32
-    device: Device = "auto"
-    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
-    num_threads: Threads = None
-    num_workers: Annotated[int, Field(ge=0)] = 1
-    max_items: Positive | None = None
-
-
-class CaptioningParams(Schema):
-    """``captioning``: data, the selected model configuration, training, evaluation."""
-
-    data: CaptioningData
-    model: str
-    models: dict[str, dict[str, Any] | None]
-    output_dir: str
-    generation: dict[str, Any] = {}
-    training: dict[str, Any] = {}
-    evaluation: CaptioningEvaluation = CaptioningEvaluation()
-    baseline: dict[str, Any] = {}
-    report: dict[str, Any] = {}
-
-    @field_validator("training")
-    @classmethod
-    def _training(cls, training: dict[str, Any]) -> dict[str, Any]:
-        from vitrina.models.captioner import training_settings
-
-        return _dataclass_check(training_settings, dict(training or {}))
-
-    @model_validator(mode="after")
-    def _selected_model(self, info: ValidationInfo) -> CaptioningParams:
-        from vitrina.models.captioner import select_config
-
-        _dataclass_check(select_config, {"model": self.model, "models": self.models})
-        baseline = (self.baseline or {}).get("embeddings")
-        models = ((_context(info, "parameters") or {}).get("embeddings") or {}).get("models")
-        if baseline and models is not None and baseline not in models:
-            raise ValueError(
-                f"baseline.embeddings {baseline!r} is not in embeddings.models {sorted(models)}"
-            )
-        return self
-
-
-class CaptioningInferenceParams(Schema):
-    """``captioning_inference``: inputs, decoding and inference settings."""
-
-    inputs: str | list[str] | None = None
-    recursive: bool = False
-    extensions: list[str] = []
-    decoding: Literal["greedy", "beam"] = "greedy"
-    batch_size: Positive = 16
-    device: Device = "auto"
-    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
-    num_threads: Threads = None
-    pad_to_square: bool = True
-    num_workers: Annotated[int, Field(ge=0)] = 1
-    generation: dict[str, Any] = {}
 
 
 # ---------------------------------------------------------------------- pair matching
@@ -372,6 +293,16 @@ class PairCandidates(Schema):
     match_threshold: Annotated[float, Field(ge=0, le=1)] | None = None
     batch_size: Positive = 50_000
     index: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _index(self) -> PairCandidates:
+        """``index``: the FAISS index settings (:class:`vitrina.models.pair_matching.IndexConfig`)."""
+        from vitrina.models.pair_matching import IndexConfig
+
+        dataclass_check(
+            lambda c: IndexConfig(**{k: v for k, v in c.items() if v is not None}), self.index
+        )
+        return self
 
 
 class PairMatchingParams(Schema):
@@ -402,7 +333,7 @@ class PairMatchingParams(Schema):
             if features.get("string_fields") == "auto":
                 features["string_fields"] = []  # resolved from the items by the pipeline
             try:
-                _dataclass_check(lambda f: FeatureConfig(**f), features)
+                dataclass_check(lambda f: FeatureConfig(**f), features)
             except ValueError as exc:
                 raise ValueError(f"variants.{name}: {exc}") from exc
         for name, spec in self.classifiers.items():
@@ -423,6 +354,14 @@ class PairMatchingParams(Schema):
 
 
 # ---------------------------------------------------------------------- tuning
+class TuningHeartbeat(Schema):
+    """``tuning.heartbeat``: Optuna's heartbeat on RDB storages (dead workers' trials retried)."""
+
+    interval: Positive | None = 60
+    grace_period: Positive | None = None
+    max_retry: Annotated[int, Field(ge=0)] | None = 2
+
+
 class TuningParams(Schema):
     """``tuning``: the target and study settings (checked by the tuning plan)."""
 
@@ -432,6 +371,7 @@ class TuningParams(Schema):
     catalogue: str = "vitrina"
     study_name: str | None = None
     storage: str | None = None
+    heartbeat: TuningHeartbeat = TuningHeartbeat()
     sampler: dict[str, Any] = {}
     pruner: dict[str, Any] = {}
     targets: dict[str, dict[str, Any] | None]
@@ -441,5 +381,5 @@ class TuningParams(Schema):
         """The tuning pipeline's own first check (target, search space), run earlier."""
         from vitrina.pipelines.tuning.nodes import plan_tuning
 
-        _dataclass_check(plan_tuning, self.model_dump(by_alias=True))
+        dataclass_check(plan_tuning, self.model_dump(by_alias=True))
         return self

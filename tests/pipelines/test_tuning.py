@@ -14,6 +14,7 @@ from vitrina.tuning import (
     SearchSpaceError,
     TuningStorageError,
     best_params_yaml,
+    make_sampler,
     merge_dotted,
     open_storage,
     parse_space,
@@ -87,33 +88,42 @@ def test_study_continues_records_failures_and_logs_nested_mlflow_runs(tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     specs = parse_space(SPACE)
     storage = open_storage(f"sqlite:///{tmp_path / 'sub' / 'optuna.db'}")
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     with mlflow.start_run(run_name="parent") as parent:
         study = run_study(
             objective,
             specs,
             study_name="s",
             storage=storage,
-            n_trials=6,
-            sampler=optuna.samplers.RandomSampler(seed=0),
+            n_trials=4,
+            sampler=make_sampler({"type": "random", "seed": 0}),
             first_trial={"alpha": 1e-3, "hidden_layer_sizes": [64], "batch_size": 16},
         )
-        study = run_study(
+        first = len(study.trials)
+        again = run_study(  # the budget is spent: nothing runs
+            objective, specs, study_name="s", storage=storage, n_trials=4
+        )
+        assert len(again.trials) == first
+        study = run_study(  # a raised budget continues the same study
             objective,
             specs,
             study_name="s",
             storage=open_storage(f"sqlite:///{tmp_path / 'sub' / 'optuna.db'}"),
-            n_trials=6,
-            sampler=optuna.samplers.RandomSampler(seed=1),
+            n_trials=8,
+            sampler=make_sampler({"type": "random", "seed": 0}),
         )
-    assert len(study.trials) == 12  # the second run continued the same study
+    # failed trials do not use the budget: 8 finished ones, whatever failed on the way
+    assert len(study.get_trials(states=finished)) == 8 and len(study.trials) > first
     assert (
         study.trials[0].user_attrs == {"defaults": True} and study.trials[0].params["alpha"] == 1e-3
     )
     states = {t.state for t in study.trials}
     assert optuna.trial.TrialState.FAIL in states  # batch_size 64 raised; the study went on
-    assert optuna.trial.TrialState.COMPLETE in states
+    # trial t is sampled with seed + t: the second session drew no point of the first
+    points = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(points)) == len(points)
     children = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert len(children) == 12
+    assert len(children) == len(study.trials)
     assert set(children["tags.optuna.state"]) >= {"COMPLETE", "FAIL"}
     assert "metrics.value" in children and "params.alpha" in children
 

@@ -403,7 +403,8 @@ def test_defaults_outside_the_space_are_scored_once_per_study(pair_data, tmp_pat
         raise AssertionError("the defaults were scored again")
 
     monkeypatch.setattr(PairClassifierTarget, "default_value", must_not_rescore)
-    study, summary, _, _ = run_tuning(plan, tuning, parameters, **data)
+    tuning["n_trials"] = 4  # the study's total: the second session runs 2 more
+    study, summary, _, _ = run_tuning(plan_tuning(tuning), tuning, parameters, **data)
     assert len(study.trials) == 4
     assert summary.iloc[0]["default_value"] == pytest.approx(expected)
 

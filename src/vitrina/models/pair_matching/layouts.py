@@ -213,6 +213,24 @@ def mining_vectors(embeddings: Embeddings, modality: str) -> np.ndarray:
     return embeddings.modality(modality)
 
 
+def mining_source(embeddings: Embeddings, modality: str, chunk: int = 100_000):
+    """:func:`mining_vectors` as a source :class:`CandidateIndex` reads chunk by chunk.
+
+    One modality is its array as it is (a memmap stays on disk); ``text+image`` is a
+    callable yielding ``[<=chunk, Dt + Di]`` pieces, so the concatenation of the whole
+    catalogue (``N × (Dt + Di)`` float32) is never built.
+    """
+    if modality != "text+image":
+        return mining_vectors(embeddings, modality)
+    parts = [m for m in (embeddings.text, embeddings.image) if m.shape[1]]
+
+    def shards():
+        for s in range(0, len(embeddings), chunk):
+            yield np.concatenate([l2_normalise(p[s : s + chunk]) for p in parts], axis=1)
+
+    return shards
+
+
 def catalogue_pairs(
     items: pd.DataFrame, embeddings: Embeddings, split: np.ndarray, params: dict[str, Any]
 ) -> pd.DataFrame:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from vitrina.embeddings import Embeddings
@@ -14,7 +15,7 @@ from vitrina.models.pair_matching import (
     candidate_recall,
     index_items,
     match_groups,
-    mining_vectors,
+    mining_source,
 )
 
 logger = logging.getLogger(__name__)
@@ -34,21 +35,22 @@ def search_candidates(
 
     Returns:
         ``left_id, right_id, similarity, rank`` (unordered pairs, each once).
+
+    The vectors are indexed and searched ``index.chunk`` rows at a time; embeddings
+    already in the items' order are used as they are (a memory-mapped ``Embeddings`` is
+    not copied), and ``text+image`` is concatenated chunk by chunk.
     """
     cfg = params.get("candidates") or {}
     k = int(cfg.get("k", 10))
-    emb = embeddings.align(pair_items["item_id"].astype(str))
-    vectors = mining_vectors(emb, cfg.get("modality", "text+image"))
-    out = candidate_pairs(
-        emb.ids,
-        vectors,
-        k,
-        {
-            "seed": int(params.get("seed", 42)),
-            "threads": params.get("threads"),
-            **{k: v for k, v in (cfg.get("index") or {}).items() if v is not None},
-        },
-    )
+    index = {
+        "seed": int(params.get("seed", 42)),
+        "threads": params.get("threads"),
+        **{k: v for k, v in (cfg.get("index") or {}).items() if v is not None},
+    }
+    wanted = pair_items["item_id"].astype(str).to_numpy()
+    emb = embeddings if np.array_equal(embeddings.ids, wanted) else embeddings.align(wanted)
+    source = mining_source(emb, cfg.get("modality", "text+image"), int(index.get("chunk", 100_000)))
+    out = candidate_pairs(emb.ids, source, k, index)
     logger.info(
         "pair_matching: %d candidate pairs from top-%d search over %d items", len(out), k, len(emb)
     )

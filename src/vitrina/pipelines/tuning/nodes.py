@@ -15,12 +15,12 @@ import pandas as pd  # noqa: E402
 from vitrina.tuning import (  # noqa: E402
     best_params_yaml,
     completed_values,
-    count_trials,
     decode_params,
     make_pruner,
     make_sampler,
     open_storage,
     parse_space,
+    redact,
     run_study,
     study_figures,
 )
@@ -73,20 +73,27 @@ def run_tuning(
     tuning: dict[str, Any],
     parameters: dict[str, Any],
     wired: dict[str, str] | None = None,
+    storage_url: str | None = None,
     **data: Any,
 ) -> tuple[optuna.Study, pd.DataFrame, str, dict[str, Any]]:
-    """Run (or continue) the study of ``plan`` and score its best parameters on test once.
+    """Run (or join, or continue) the study of ``plan``; score its best parameters on test once.
 
-    A new study's first trial is the step's configured parameters (so the report shows
-    what tuning gained over the defaults). The storage is opened before anything else:
-    an unreachable database fails with :class:`vitrina.tuning.TuningStorageError` and
-    leaves no study behind.
+    The study runs until it holds ``tuning.n_trials`` finished trials, whichever worker
+    ran them (:func:`vitrina.tuning.run_study`): several ``kedro run --pipeline=tuning``
+    processes on one storage share the budget, and a dead worker's trial is retried
+    (``tuning.heartbeat``). A new study's first trial is the step's configured parameters
+    (so the report shows what tuning gained over the defaults). The storage is opened
+    before anything else: an unreachable database fails with
+    :class:`vitrina.tuning.TuningStorageError` and leaves no study behind.
 
     Args:
         plan: :func:`plan_tuning`'s output.
         tuning, parameters: ``params:tuning`` and all parameters.
         wired: ``{input: catalogue dataset}`` the pipeline loaded ``data`` from (None: the
             caller passes the target's inputs itself, as tests do).
+        storage_url: the storage URL from credentials (catalogue dataset
+            ``tuning_storage``, :class:`vitrina.datasets.OptunaStorageDataset`); ``None``
+            or empty: ``tuning.storage``.
         data: the target's catalogue inputs by input name (:func:`target_inputs`).
 
     Returns:
@@ -117,7 +124,21 @@ def run_tuning(
             f"tuning target {plan['target']} needs the input(s) "
             + ", ".join(f"{k} (catalogue dataset {needed[k]})" for k in missing)
         )
-    storage = open_storage(tuning.get("storage"))
+    url = storage_url or tuning.get("storage")
+    heartbeat = tuning.get("heartbeat") or {}
+    storage = open_storage(
+        url,
+        heartbeat_interval=heartbeat.get("interval", 60),
+        grace_period=heartbeat.get("grace_period"),
+        max_retry=heartbeat.get("max_retry", 2),
+    )
+    logger.info(
+        "tuning %s: study %r on %s (budget: %d finished trials in the study)",
+        plan["target"],
+        plan["study_name"],
+        redact(url) if url else "memory",
+        plan["n_trials"],
+    )
     target = spec.build(config, parameters, {k: data[k] for k in needed})
     defaults = target.defaults()
     first = {
@@ -131,10 +152,8 @@ def run_tuning(
         study_name=plan["study_name"],
         storage=storage,
         direction=target.direction,
-        # a continued study's sampler is seeded past its earlier sessions (no repeats)
-        sampler=make_sampler(
-            tuning.get("sampler"), seed_offset=count_trials(storage, plan["study_name"])
-        ),
+        # trial t sampled with seed + t: no repeats across workers and sessions
+        sampler=make_sampler(tuning.get("sampler")),
         # a target's own pruner (e.g. a longer warm-up for slow starters) over tuning.pruner
         pruner=make_pruner(tuning["targets"][plan["target"]].get("pruner") or tuning.get("pruner")),
         n_trials=plan["n_trials"],

@@ -50,7 +50,13 @@ def tuning_pipeline(parameters: dict[str, Any]) -> Pipeline:
     nodes += [
         Node(
             study,
-            {"plan": "tuning_plan", "tuning": "params:tuning", "parameters": "parameters", **wired},
+            {
+                "plan": "tuning_plan",
+                "tuning": "params:tuning",
+                "parameters": "parameters",
+                "storage_url": "tuning_storage",
+                **wired,
+            },
             ["tuning_study", "tuning_summary", "tuning_best_params", "tuning_mlflow_metrics"],
             name="run_tuning",
         ),
