@@ -35,6 +35,7 @@ SELF_ATOMIC_OR_NO_FILE = {
     "ReviewStoreDataset",  # a database: transactions, no file written
     "JSONPostDataset",  # an HTTP POST
     "SQLQueryDataset",  # a read-only query of the review database (save raises)
+    "OptunaStorageDataset",  # read-only: the storage URL from credentials (save raises)
     "SeedClassificationDataset",  # read-only sources
     "SeedMetricLearningDataset",
     "ShardedEmbeddingsDataset",  # each shard, view and manifest through atomic_path
