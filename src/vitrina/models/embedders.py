@@ -30,7 +30,8 @@ from vitrina.utils import resolve_device
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+#: ``auto`` and ``int8`` are resolved by :func:`vitrina.training.precision.inference_precision`.
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
 
 
 def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -90,7 +91,11 @@ class ClipEmbedder(Embedder):
         preprocess: one RGB ``PIL.Image`` → ``float32`` array ``[3, H, W]`` (normalised).
         batch_size: items per forward pass.
         device: ``auto`` | ``cpu`` | ``cuda[:i]``.
-        precision: ``fp32`` | ``bf16`` | ``fp16`` — autocast dtype; ``fp32`` disables it.
+        precision: ``fp32`` | ``bf16`` | ``fp16`` (autocast dtype; ``fp32`` disables it) |
+            ``int8`` (CPU: a dynamic int8 copy of the text and image towers,
+            :func:`vitrina.models.quantization.int8_copy`; ``model`` itself is unchanged) |
+            ``auto`` (chosen from the device and the CPU flags, and logged:
+            :func:`vitrina.training.precision.inference_precision`).
         num_workers: image preprocessing threads.
         progress: show tqdm progress bars.
     """
@@ -110,10 +115,18 @@ class ClipEmbedder(Embedder):
     ) -> None:
         import torch
 
+        from vitrina.training.precision import inference_precision
+
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.device = torch.device(resolve_device(device))
-        self.model = model.to(self.device).eval()
+        precision = inference_precision(precision, str(self.device), what=f"embedder {name}")
+        if precision == "int8":
+            from vitrina.models.quantization import int8_copy
+
+            self.model = int8_copy(model.to(self.device).eval()).eval()
+        else:
+            self.model = model.to(self.device).eval()
         self.tokenize = tokenize
         self.preprocess = preprocess
         self.batch_size = int(batch_size)
