@@ -58,10 +58,10 @@ def int8_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
         ints[start : start + _BLOCK] = torch.round(block / scale[:, None]).clamp(-127, 127)
         scales[start : start + _BLOCK] = scale
     zeros = torch.zeros(out_features, dtype=torch.int64)
-    qweight = torch._make_per_channel_quantized_tensor(ints, scales, zeros, 0)
-    del ints
     with warnings.catch_warnings():  # torch.ao eager quantisation announces its move to torchao
         warnings.simplefilter("ignore")
+        qweight = torch._make_per_channel_quantized_tensor(ints, scales, zeros, 0)
+        del ints
         layer = _dynamic_linear_cls()(in_features, out_features, bias_=bias is not None)
     layer.set_weight_bias(qweight, None if bias is None else bias.detach().to(torch.float32))
     return layer
