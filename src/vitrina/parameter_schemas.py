@@ -187,12 +187,12 @@ class ModelSpec(Schema):
 
 
 class EmbeddingsParams(Schema):
-    """``embeddings``: embedded text field, batching, device, autocast precision, models."""
+    """``embeddings``: embedded text field, batching, device, precision (autocast, int8, auto), models."""
 
     text_field: str = "title"
     batch_size: Positive = 64
     device: Device = "auto"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16", "int8", "auto"] = "fp32"
     num_workers: Annotated[int, Field(ge=0)] = 2
     models: Annotated[dict[Annotated[str, Field(pattern=r"^\w+$")], ModelSpec], Field(min_length=1)]
 
