@@ -122,9 +122,10 @@ class ClipEmbedder(Embedder):
         self.device = torch.device(resolve_device(device))
         precision = inference_precision(precision, str(self.device), what=f"embedder {name}")
         if precision == "int8":
-            from vitrina.models.quantization import int8_copy
+            from vitrina.models.quantization import int8_copy, is_int8
 
-            self.model = int8_copy(model.to(self.device).eval()).eval()
+            model = model if is_int8(model) else int8_copy(model.to(self.device).eval())
+            self.model = model.eval()
         else:
             self.model = model.to(self.device).eval()
         self.tokenize = tokenize
