@@ -70,7 +70,8 @@ def int8_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
 def quantize_int8(model: nn.Module) -> int:
     """Replace every ``nn.Linear`` and ``transformers`` ``Conv1D`` of ``model`` by
     :func:`int8_linear`, in place, one layer at a time (each float weight is freed as its
-    int8 copy is made), then cast the remaining parameters and buffers to fp32.
+    int8 copy is made), every ``nn.Embedding`` by :class:`Bf16Embedding`, then cast the
+    remaining parameters and buffers to fp32.
 
     Inference only: the result cannot be trained or saved with ``save_pretrained``.
 
@@ -97,8 +98,42 @@ def quantize_int8(model: nn.Module) -> int:
         weight = module.weight.t() if isinstance(module, Conv1D) else module.weight
         setattr(parent, child, int8_linear(weight, module.bias))
         del module, weight
-    model.float()
+    for name, module in list(model.named_modules()):
+        if type(module) is nn.Embedding and module.max_norm is None:  # half their memory
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, Bf16Embedding(module))
+    model.float()  # fp32 activations everywhere else (the bf16 tables are int16 views)
     return len(names)
+
+
+class Bf16Embedding(nn.Module):
+    """An ``nn.Embedding`` lookup table kept in bf16, returning fp32 rows.
+
+    With int8 linear layers the token embeddings are the largest float tensor left (GPT-2's
+    50,257 x 768, ruCLIP's 49,408 x 512); a row lookup does no arithmetic, so bf16 storage
+    halves their memory at a relative rounding of 2^-9, far below the int8 layers' error.
+    The table is held as an ``int16`` view so that ``Module.float()`` leaves it alone.
+
+    Args:
+        embedding: the ``nn.Embedding`` to replace (``padding_idx`` and the rest kept).
+    """
+
+    def __init__(self, embedding: nn.Embedding) -> None:
+        super().__init__()
+        table = embedding.weight.detach().to(torch.bfloat16).contiguous()
+        self.register_buffer("table", table.view(torch.int16))
+        self.num_embeddings, self.embedding_dim = table.shape
+        self.padding_idx = embedding.padding_idx
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The table as ``float32 [num_embeddings, embedding_dim]`` (a copy)."""
+        return self.table.view(torch.bfloat16).float()
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """``int64 [...]`` ids → ``float32 [..., embedding_dim]`` rows."""
+        return nn.functional.embedding(ids, self.table).view(torch.bfloat16).float()
 
 
 def int8_copy(model: nn.Module) -> nn.Module:
