@@ -166,9 +166,10 @@ def main() -> None:
         load_s = time.perf_counter() - start
         floats = sum(p.numel() for p in captioner.model.parameters())
         packed = int8_weights(captioner.model)
+        tables = sum(b.numel() for n, b in captioner.model.named_buffers() if n.endswith("table"))
         print(
             f"loaded {floats / 1e6:.1f}M {str(captioner.dtype).replace('torch.', '')} weights"
-            f"{f' + {packed / 1e6:.1f}M int8 (linear layers; the LM head is an int8 copy of the tied embeddings)' if packed else ''} "
+            f"{f' + {packed / 1e6:.1f}M int8 (linear layers; the LM head is an int8 copy of the tied embeddings) + {tables / 1e6:.1f}M bf16 (token tables)' if packed else ''} "
             f"in {load_s:.1f} s (CPU bf16 instructions: {cpu_has_bf16()}, "
             f"torch threads: {torch.get_num_threads()}, cores: {os.cpu_count()}, "
             f"load average: {os.getloadavg()[0]:.1f})"
