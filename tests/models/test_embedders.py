@@ -84,8 +84,9 @@ def test_int8_towers_stay_close_to_fp32_and_leave_the_model_alone(bundle, images
         cos = (getattr(fp32, embed)(items) * getattr(int8, embed)(items)).sum(axis=1)
         assert cos.min() > 0.99, (embed, cos)
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
-    auto = embedder_from_bundle(bundle, {"precision": "auto", "device": "cpu", "progress": False})
-    assert auto.precision == "int8"
+    settings = {"precision": "auto", "device": "cpu", "progress": False}
+    auto = embedder_from_bundle(bundle.with_model(int8.model), settings)
+    assert auto.precision == "int8" and auto.model is int8.model  # int8 already: no new copy
 
 
 def test_tfidf_svd_baseline(images):
