@@ -4,8 +4,8 @@ becomes torch's dynamically quantised linear layer, run by FBGEMM.
 Weights are stored as int8 with one symmetric scale per output channel
 (``s = max|w| / 127``, the scheme of torch's ``per_channel_dynamic_qconfig``);
 activations stay fp32 between layers and are quantised to uint8 per call from their
-observed range (with ``reduce_range``: 7 bits, so AVX2's 16-bit ``VPMADDUBSW`` sums cannot
-saturate). Everything else (embeddings, layer norms, attention softmax, the patch
+observed range (on CPUs without VNNI to 7 bits, ``reduce_range``, so AVX2's 16-bit
+``VPMADDUBSW`` sums cannot saturate). Everything else (embeddings, layer norms, attention softmax, the patch
 convolution) stays fp32. It is the library path (``torch.ao.nn.quantized.dynamic.Linear``);
 only the module swap is ours, so that a model already loaded in bf16 (half the memory)
 converts layer by layer, and so that :func:`int8_copy` shares the original's float
@@ -18,6 +18,7 @@ Which models use it, and when ``auto`` picks it, is decided in
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import warnings
 from typing import Any
@@ -36,13 +37,36 @@ def _dynamic_linear_cls() -> type[nn.Module]:
     return Linear
 
 
-def int8_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+@functools.cache
+def _int8_linear_cls() -> type[nn.Module]:
+    """torch's dynamic int8 ``Linear`` with ``reduce_range`` as an attribute (torch's own
+    always quantises activations to 7 bits, which only CPUs without VNNI need)."""
+
+    class DynamicInt8Linear(_dynamic_linear_cls()):
+        reduce_range = True
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.ops.quantized.linear_dynamic(
+                x, self._packed_params._packed_params, reduce_range=self.reduce_range
+            )
+            return y.to(x.dtype)
+
+    return DynamicInt8Linear
+
+
+def int8_linear(
+    weight: torch.Tensor, bias: torch.Tensor | None, reduce_range: bool | None = None
+) -> nn.Module:
     """A dynamic int8 linear layer ``y = x @ W.T + b`` for ``weight`` ``float [out, in]``
     (``nn.Linear`` layout, any float dtype) and ``bias`` ``float [out]`` or ``None``.
 
-    Inputs and outputs are fp32 ``[..., in]`` → ``[..., out]``.
+    Inputs and outputs are fp32 ``[..., in]`` → ``[..., out]``. ``reduce_range``: quantise
+    activations to 7 bits; ``None``: only where the CPU lacks VNNI
+    (:func:`vitrina.training.precision.cpu_has_vnni`), as onnxruntime and OpenVINO advise.
+    8-bit activations on a VNNI CPU measured 3x closer to fp32 (1 - cosine, H&M titles
+    through the fine-tuned tiny ruCLIP text tower).
     """
-    from vitrina.training.precision import int8_engine
+    from vitrina.training.precision import cpu_has_vnni, int8_engine
 
     engine = int8_engine()
     if engine is None:
@@ -62,7 +86,8 @@ def int8_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
         warnings.simplefilter("ignore")
         qweight = torch._make_per_channel_quantized_tensor(ints, scales, zeros, 0)
         del ints
-        layer = _dynamic_linear_cls()(in_features, out_features, bias_=bias is not None)
+        layer = _int8_linear_cls()(in_features, out_features, bias_=bias is not None)
+    layer.reduce_range = (not cpu_has_vnni()) if reduce_range is None else bool(reduce_range)
     layer.set_weight_bias(qweight, None if bias is None else bias.detach().to(torch.float32))
     return layer
 

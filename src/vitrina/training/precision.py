@@ -56,6 +56,13 @@ def parse_cpu_flags(text: str) -> frozenset[str]:
     return frozenset(text.replace(",", " ").lower().split())
 
 
+def cpu_has_vnni() -> bool:
+    """Whether this CPU has int8 dot products into int32 (``avx512_vnni``, ``avx_vnni`` or
+    ``amx_int8``). Without them x86 int8 kernels use ``VPMADDUBSW``, whose 16-bit pair sums
+    saturate unless activations keep 7 bits (``reduce_range``)."""
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU has native bf16 dot products (``avx512_bf16`` or ``amx_bf16``)."""
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())

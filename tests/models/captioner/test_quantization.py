@@ -30,12 +30,15 @@ def pixels(tiny, images):
     return tiny.pixel_values([Image.open(p).convert("RGB") for p in images])
 
 
-def test_int8_linear_matches_fp32():
+def test_int8_linear_matches_fp32_and_keeps_7_bit_activations_without_vnni(monkeypatch):
     layer = torch.nn.Linear(48, 7)
     x = torch.randn(2, 5, 48)
-    q = int8_linear(layer.weight, layer.bias)
-    assert _cosine(q(x), layer(x)) > 0.999
-    assert q(x).shape == (2, 5, 7)
+    for flags, reduce_range in (({"avx2"}, True), ({"avx2", "avx512_vnni"}, False)):
+        monkeypatch.setattr(precision, "cpu_flags", lambda flags=flags: frozenset(flags))
+        q = int8_linear(layer.weight, layer.bias)
+        assert q.reduce_range is reduce_range
+        assert q(x).shape == (2, 5, 7)
+        assert _cosine(q(x), layer(x)) > 0.999
 
 
 def test_int8_captioner_is_close_to_fp32_and_inference_only(saved, int8, pixels, tmp_path):
