@@ -188,6 +188,56 @@ def cpu_flags() -> list[str]:
     return []
 
 
+#: Environment that makes this process's kernels those of a plain AVX2 CPU (set before
+#: torch is imported): ATen's vectorised ops, oneDNN (bf16/fp32 matmuls, convolutions),
+#: MKL (fp32 GEMM) and FBGEMM (int8 GEMM; ``AVX2`` = ``VPMADDUBSW`` instead of VNNI).
+AVX2_KERNELS_ENV = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
+}
+#: The flags of a plain AVX2 CPU (the project's 2-core EPYC machines, no AVX-512).
+AVX2_FLAGS = "sse4_1 sse4_2 avx fma avx2"
+
+
+def add_cpu_arguments(parser: Any) -> None:
+    """``--cpu-flags`` (the flags ``precision: auto`` decides from) and ``--emulate-avx2``."""
+    parser.add_argument(
+        "--cpu-flags",
+        help="CPU flags `precision: auto` decides from instead of /proc/cpuinfo "
+        "(e.g. 'avx2,fma'; sets $VITRINA_CPU_FLAGS)",
+    )
+    parser.add_argument(
+        "--emulate-avx2",
+        action="store_true",
+        help="run AVX2 kernels only (ATen, oneDNN, MKL, FBGEMM) and decide as on an AVX2 CPU",
+    )
+
+
+def apply_cpu_arguments(args: Any) -> None:
+    """Apply :func:`add_cpu_arguments`' options to this process's environment (inherited by
+    child processes); call it before torch is imported."""
+    if args.emulate_avx2:
+        os.environ.update(AVX2_KERNELS_ENV)
+        os.environ.setdefault("VITRINA_CPU_FLAGS", args.cpu_flags or AVX2_FLAGS)
+    if args.cpu_flags:
+        os.environ["VITRINA_CPU_FLAGS"] = args.cpu_flags
+
+
+def describe_cpu() -> str:
+    """The CPU flags of /proc/cpuinfo, the flags decisions are made from when overridden,
+    and the kernel ISAs forced by :data:`AVX2_KERNELS_ENV`."""
+    text = f"cpu flags: {' '.join(cpu_flags()) or 'unknown'}"
+    override = os.environ.get("VITRINA_CPU_FLAGS")
+    if override:
+        text += f"\nflags precision auto decides from ($VITRINA_CPU_FLAGS): {override}"
+    forced = {k: os.environ[k] for k in AVX2_KERNELS_ENV if k in os.environ}
+    if forced:
+        text += "\nkernels forced: " + " ".join(f"{k}={v}" for k, v in forced.items())
+    return text
+
+
 def print_table(rows: list[list[str]], header: list[str]) -> None:
     """Print ``rows`` under ``header``: the first two columns left-aligned, the rest right."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]

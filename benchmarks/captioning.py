@@ -6,18 +6,25 @@ CPU (AMD Ryzen 7 5700U, ``torch.profiler``). This script builds a captioner with
 architecture and random weights, saves it as a captioner directory (in a child process,
 so building it does not count), then in this process:
 
-1. loads it once the way inference does (``load_captioner``, ``precision=auto``: on a
-   CPU with bf16 instructions a bf16 encoder and a weight-only int8 decoder; ``--precision
-   bf16`` for bf16 throughout);
+1. loads it once the way inference does (``load_captioner``, ``precision=auto``: chosen
+   from the CPU flags by :func:`vitrina.training.precision.inference_precision`, dynamic
+   int8 encoder and decoder except on AMX CPUs; ``--precision fp32|bf16|int8`` forces one);
 2. captions ``--n`` images one at a time (batch 1, greedy, exactly ``--new-tokens`` new
    tokens, key-value cache, ``torch.inference_mode``), preprocessing included, after one
    warm-up image: seconds per image is the median;
 3. captions ``--batch`` images at once: images per second.
 
-Peak resident memory is this process's ``ru_maxrss`` (loading included). One run; the
+CPU seconds per image (``time.process_time``, all threads) are printed beside the wall
+time: on a shared machine they show what the image costs when the wall time also holds
+waits for a busy core. Peak resident memory is this process's ``ru_maxrss`` (loading
+included). One run; the
 last line is ``seconds_per_image=<x> peak_rss_gb=<y>``.
 
-Usage: ``python benchmarks/captioning.py [--n 10] [--batch 16] [--precision auto]``
+``--cpu-flags avx2,fma`` makes ``auto`` decide as on that CPU; ``--emulate-avx2`` also runs
+only AVX2 kernels (ATen, oneDNN, MKL and FBGEMM), as a plain AVX2 CPU would.
+
+Usage: ``python benchmarks/captioning.py [--n 10] [--batch 16] [--precision auto]
+[--emulate-avx2]``
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import add_cpu_arguments, apply_cpu_arguments, describe_cpu
 
 SEED_SECONDS, SEED_GB = 3.3, 4.2
 VOCAB = 50257 + 3  # distilgpt2 + [PAD], [BOS], [EOS]
@@ -115,14 +124,16 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10, help="images timed at batch 1")
     parser.add_argument("--batch", type=int, default=16, help="batch size of the throughput run")
     parser.add_argument("--new-tokens", type=int, default=30)
-    parser.add_argument("--precision", default="auto", help="auto | fp32 | bf16")
+    parser.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | int8")
     parser.add_argument(
         "--threads",
         default="auto",
         help="torch threads: a number, or auto (the cores other processes leave idle)",
     )
     parser.add_argument("--write", help=argparse.SUPPRESS)  # child: write the model here
+    add_cpu_arguments(parser)
     args = parser.parse_args()
+    apply_cpu_arguments(args)
     if args.write:
         write_seed_sized_captioner(args.write)
         return
@@ -135,12 +146,17 @@ def main() -> None:
 
         import torch
 
-        from vitrina.models.captioner import Int8Linear, load_captioner
-        from vitrina.training.precision import cpu_flags, cpu_has_bf16
+        from vitrina.models.captioner import inference_precision, load_captioner
+        from vitrina.models.quantization import int8_weights
+        from vitrina.training.precision import cpu_has_bf16
         from vitrina.training.threads import auto_threads
 
-        flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma")))
-        print(f"CPU flags: {' '.join(flags)}")
+        print(describe_cpu())
+        print(
+            f"precision {args.precision} -> path {inference_precision(args.precision, 'cpu')} "
+            f"(torch kernels: {torch.backends.cpu.get_cpu_capability()}, "
+            f"quantised engine: {torch.backends.quantized.engine})"
+        )
 
         threads = auto_threads(int(args.threads) if str(args.threads).isdigit() else args.threads)
         if threads:
@@ -149,12 +165,11 @@ def main() -> None:
         captioner = load_captioner(model_dir, device="cpu", precision=args.precision)
         load_s = time.perf_counter() - start
         floats = sum(p.numel() for p in captioner.model.parameters())
-        packed = sum(
-            m.weight.numel() for m in captioner.model.modules() if isinstance(m, Int8Linear)
-        )
+        packed = int8_weights(captioner.model)
+        tables = sum(b.numel() for n, b in captioner.model.named_buffers() if n.endswith("table"))
         print(
             f"loaded {floats / 1e6:.1f}M {str(captioner.dtype).replace('torch.', '')} weights"
-            f"{f' + {packed / 1e6:.1f}M int8 (decoder; the LM head is an int8 copy of the tied embeddings)' if packed else ''} "
+            f"{f' + {packed / 1e6:.1f}M int8 (linear layers; the LM head is an int8 copy of the tied embeddings) + {tables / 1e6:.1f}M bf16 (token tables)' if packed else ''} "
             f"in {load_s:.1f} s (CPU bf16 instructions: {cpu_has_bf16()}, "
             f"torch threads: {torch.get_num_threads()}, cores: {os.cpu_count()}, "
             f"load average: {os.getloadavg()[0]:.1f})"
@@ -163,11 +178,12 @@ def main() -> None:
         fixed = {"max_new_tokens": args.new_tokens, "min_new_tokens": args.new_tokens}
         images = sample_images(args.n + 1)
         captioner.caption_images(images[:1], "greedy", **fixed)  # warm-up
-        times = []
+        times, cpu_times = [], []
         for img in images[1:]:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             captioner.caption_images([img], "greedy", **fixed)
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
         per_image = statistics.median(times)
         batch = sample_images(args.batch, seed=1)
         start = time.perf_counter()
@@ -179,12 +195,14 @@ def main() -> None:
     print()
     print(f"{'':34}{'seed (8-core laptop)':>22}{'Vitrina (this machine)':>24}")
     print(f"{'seconds per image, batch 1':34}{SEED_SECONDS:>22.2f}{per_image:>24.3f}")
+    print(f"{'CPU seconds per image, batch 1':34}{'-':>22}{statistics.median(cpu_times):>24.3f}")
     print(f"{'peak resident memory, GB':34}{SEED_GB:>22.2f}{peak:>24.2f}")
     print(f"{f'images per second, batch {args.batch}':34}{'-':>22}{args.batch / batch_s:>24.2f}")
     print(
         f"(batch 1: median of {args.n} images, min {min(times):.3f} s, max {max(times):.3f} s; "
         f"greedy, {args.new_tokens} new tokens, preprocessing included)"
     )
+    print(f"path: {captioner.precision}")
     print(f"seconds_per_image={per_image:.3f} peak_rss_gb={peak:.2f}")
 
 

@@ -10,7 +10,8 @@ loaded through :func:`vitrina.models.ruclip.load_ruclip` (the real loader path).
   384, /255, config mean/std), every title padded to the 77-token context, fp32,
   ``get_text_features`` / ``get_image_features`` and L2 normalisation.
 * ``vitrina``: :meth:`vitrina.models.clip.ClipBundle.embedder` with batch 64 and
-  2 preprocessing threads, once per ``--precisions`` entry (fp32 and bf16 autocast by default).
+  2 preprocessing threads, once per ``--precisions`` entry (fp32, bf16 autocast, dynamic
+  int8 towers and ``auto`` by default; ``auto`` is what the CPU flags choose).
 
 Each path runs in a fresh (spawned) process, so its peak RSS is its own; each does a small
 warm-up (excluded from timing) and then one timed run.  The reference and the Vitrina fp32
@@ -20,6 +21,10 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/embeddings.py                 # CPU, N=128, fp32 + bf16
     .venv/bin/python benchmarks/embeddings.py --device cuda   # same on a GPU
+
+``--cpu-flags avx2,fma`` makes ``auto`` decide as on that CPU; ``--emulate-avx2`` also runs
+only AVX2 kernels (ATen, oneDNN, MKL and FBGEMM), as a plain AVX2 CPU would. Every
+non-fp32 path must keep cosine > 0.99 against fp32 for every product (text and image).
 
 The last line of stdout is ``speedup=<best Vitrina products/s / reference products/s>``.
 """
@@ -44,6 +49,9 @@ from _common import (
     _ref_transform,
     _reset_hwm,
     _sync,
+    add_cpu_arguments,
+    apply_cpu_arguments,
+    describe_cpu,
     device_name,
     load_inputs,
     print_table,
@@ -167,9 +175,10 @@ def run_path(
     t2 = time.perf_counter()
     cpu_s = _cpu_s() - cpu0
 
+    resolved = getattr(embedder, "precision", precision)
     return {
         "kind": kind,
-        "precision": precision,
+        "precision": f"auto->{resolved}" if precision == "auto" else precision,
         "text_s": t1 - t0,
         "image_s": t2 - t1,
         "cpu_s": cpu_s,
@@ -218,8 +227,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--precisions",
-        default="fp32,bf16",
-        help="Vitrina autocast precisions to measure, comma-separated (fp32,bf16,fp16)",
+        default="fp32,bf16,int8,auto",
+        help="Vitrina precisions to measure, comma-separated (fp32,bf16,fp16,int8,auto)",
     )
     p.add_argument("--device", default="cpu", help="cpu | cuda[:i] | auto (default cpu)")
     p.add_argument("--batch-size", type=int, default=64, help="Vitrina batch size (default 64)")
@@ -235,6 +244,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="run every path in this process (peak RSS then accumulates)",
     )
+    add_cpu_arguments(p)
     args = p.parse_args(argv)
     args.precisions = [s.strip() for s in args.precisions.split(",") if s.strip()]
     if not args.precisions:
@@ -246,6 +256,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    apply_cpu_arguments(args)  # before torch is imported; spawned paths inherit it
     import torch
 
     from vitrina.models.embedders import PRECISIONS
@@ -263,7 +274,14 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_str)
         titles, paths, source = load_inputs(args.n, args.hm_dir, tmp)
         n = len(titles)
+        from vitrina.training.precision import inference_precision
+
         print(f"device: {device_name(device)}")
+        print(describe_cpu())
+        print(
+            f"precision auto -> path {inference_precision('auto', device)} "
+            f"(torch kernels: {torch.backends.cpu.get_cpu_capability()})"
+        )
         print(f"load average at start: {_loadavg()}")
         print(f"inputs: {n} products from {source}")
         t0 = time.perf_counter()
@@ -346,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     failed = False
     for r in results[1:]:
-        threshold = FP32_MIN_COSINE if r["precision"] == "fp32" else LOW_PRECISION_MIN_COSINE
+        threshold = FP32_MIN_COSINE if r["precision"].endswith("fp32") else LOW_PRECISION_MIN_COSINE
         parts = []
         ok = True
         for modality in ("text", "image"):
@@ -358,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             f"cosine(reference, vitrina {r['precision']}): {'; '.join(parts)} "
             f"[{verdict}: min > {threshold}]"
         )
-        if r["precision"] == "fp32" and not ok:
+        if not ok:
             failed = True
 
     print(f"load average at end (this benchmark included): {_loadavg(flag=False)}")

@@ -200,12 +200,13 @@ class RayParams(Schema):
 
 
 class EmbeddingsParams(Schema):
-    """``embeddings``: text field, batching, device, precision, shards, backend, models."""
+    """``embeddings``: text field, batching, device, precision (autocast, int8, auto),
+    shards, backend, models."""
 
     text_field: str = "title"
     batch_size: Positive = 64
     device: Device = "auto"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16", "int8", "auto"] = "fp32"
     num_workers: Annotated[int, Field(ge=0)] = 2
     shard_size: Positive = 50_000
     backend: Literal["local", "ray"] = "local"

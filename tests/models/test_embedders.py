@@ -71,6 +71,26 @@ def test_bf16_autocast_stays_close_to_fp32(bundle, images):
         embedder_from_bundle(bundle, {"precision": "int4"})
 
 
+def test_int8_towers_stay_close_to_fp32_and_leave_the_model_alone(bundle, images, monkeypatch):
+    from vitrina.models.quantization import is_int8
+    from vitrina.training import precision
+
+    fp32 = embedder_from_bundle(bundle, {"batch_size": 4, "progress": False})
+    int8 = embedder_from_bundle(bundle, {"batch_size": 4, "precision": "int8", "progress": False})
+    assert is_int8(int8.model.text_model) and is_int8(int8.model.vision_model)
+    assert not is_int8(bundle.model)  # a copy: the bundle can still be fine-tuned or saved
+    for embed in ("embed_texts", "embed_images"):
+        items = TITLES if embed == "embed_texts" else images
+        cos = (getattr(fp32, embed)(items) * getattr(int8, embed)(items)).sum(axis=1)
+        assert cos.min() > 0.99, (embed, cos)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    settings = {"precision": "auto", "device": "cpu", "progress": False}
+    auto = embedder_from_bundle(bundle.with_model(int8.model), settings)
+    assert auto.precision == "int8" and auto.model is int8.model  # int8 already: no new copy
+    # sharded embeddings reuse a shard by fingerprint: int8 must differ from fp32, and repeat
+    assert int8.fingerprint() == auto.fingerprint() != fp32.fingerprint()
+
+
 def test_tfidf_svd_baseline(images):
     texts = TITLES * 2
     emb = TfidfSvdEmbedder(n_components=8, image_side=4, progress=False)

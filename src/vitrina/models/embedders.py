@@ -30,7 +30,8 @@ from vitrina.utils import resolve_device
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+#: ``auto`` and ``int8`` are resolved by :func:`vitrina.training.precision.inference_precision`.
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
 #: Texts whose token ids enter :meth:`ClipEmbedder.fingerprint` (a changed vocabulary shows).
 _PROBE_TEXTS = ("Платье летнее хлопковое, синее", "Men's slim-fit jeans 32/34", "кроссовки")
 
@@ -50,6 +51,26 @@ def load_rgb(path: str | Path) -> Image.Image:
     """
     with Image.open(path) as img:
         return img.convert("RGB")
+
+
+def _state_arrays(value: Any) -> list[np.ndarray]:
+    """The bytes of one state-dict entry as ``uint8`` arrays: a tensor's raw bytes, a
+    quantised tensor's integer values and per-channel (or per-tensor) scales and zero
+    points, the members of a tuple (dynamic int8 ``Linear`` packs ``(weight, bias)``), or
+    the ``repr`` of anything else (a dtype)."""
+    import torch
+
+    if isinstance(value, (tuple, list)):
+        return [array for item in value for array in _state_arrays(item)]
+    if not isinstance(value, torch.Tensor):
+        return [np.frombuffer(repr(value).encode(), dtype=np.uint8)]
+    if value.is_quantized:
+        if value.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+            scales = [value.q_per_channel_scales(), value.q_per_channel_zero_points()]
+        else:
+            scales = [torch.tensor([value.q_scale()]), torch.tensor([value.q_zero_point()])]
+        return [a for t in (value.int_repr(), *scales) for a in _state_arrays(t)]
+    return [value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()]
 
 
 def _batches(n: int, batch_size: int) -> Iterator[slice]:
@@ -102,7 +123,11 @@ class ClipEmbedder(Embedder):
         preprocess: one RGB ``PIL.Image`` → ``float32`` array ``[3, H, W]`` (normalised).
         batch_size: items per forward pass.
         device: ``auto`` | ``cpu`` | ``cuda[:i]``.
-        precision: ``fp32`` | ``bf16`` | ``fp16`` — autocast dtype; ``fp32`` disables it.
+        precision: ``fp32`` | ``bf16`` | ``fp16`` (autocast dtype; ``fp32`` disables it) |
+            ``int8`` (CPU: a dynamic int8 copy of the text and image towers,
+            :func:`vitrina.models.quantization.int8_copy`; ``model`` itself is unchanged) |
+            ``auto`` (chosen from the device and the CPU flags, and logged:
+            :func:`vitrina.training.precision.inference_precision`).
         num_workers: image preprocessing threads.
         progress: show tqdm progress bars.
     """
@@ -122,10 +147,19 @@ class ClipEmbedder(Embedder):
     ) -> None:
         import torch
 
+        from vitrina.training.precision import inference_precision
+
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.device = torch.device(resolve_device(device))
-        self.model = model.to(self.device).eval()
+        precision = inference_precision(precision, str(self.device), what=f"embedder {name}")
+        if precision == "int8":
+            from vitrina.models.quantization import int8_copy, is_int8
+
+            model = model if is_int8(model) else int8_copy(model.to(self.device).eval())
+            self.model = model.eval()
+        else:
+            self.model = model.to(self.device).eval()
         self.tokenize = tokenize
         self.preprocess = preprocess
         self.batch_size = int(batch_size)
@@ -143,16 +177,13 @@ class ClipEmbedder(Embedder):
         return self
 
     def fingerprint(self) -> str:
-        """Digest of the weights (every state-dict tensor's bytes), the token ids of probe
-        texts, the pixels of a probe image and the precision."""
-        import torch
-
+        """Digest of the weights (every state-dict tensor's bytes; an int8 model's packed
+        weights by their integer values and scales), the token ids of probe texts, the
+        pixels of a probe image and the precision."""
         from vitrina.shards import digest
 
         state = sorted(self.model.state_dict().items())
-        tensors = [
-            v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy() for _, v in state
-        ]
+        tensors = [array for _, v in state for array in _state_arrays(v)]
         ids = self.tokenize(list(_PROBE_TEXTS))["input_ids"]
         ramp = (np.add.outer(np.arange(23), np.arange(37)) * 4).astype(np.uint8)  # 23 x 37 px
         pixels = self.preprocess(Image.fromarray(np.stack([ramp, ramp[::-1], 255 - ramp], -1)))

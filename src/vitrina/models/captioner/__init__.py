@@ -6,7 +6,7 @@ lays out a model and open_clip its training.
 * :mod:`.tokenization` — the byte-level BPE, pretrained tokenizers, the tokenizer fingerprint;
 * :mod:`.processing` — square padding, image loading, the ViT image processor;
 * :mod:`.modeling` — build, save, load, :func:`check_compatible`;
-* :mod:`.quantization` — inference precision, the weight-only int8 decoder (:class:`Int8Linear`);
+* :mod:`.quantization` — inference precision, dynamic int8 encoder and decoder;
 * :mod:`.inference` — :class:`Captioner` (targets, generation) and :func:`caption_paths`;
 * :mod:`.splits` — items and grouped train/validation/test splits;
 * :mod:`.data` — pixels decoded once, seeded length-bucketed batches (a LightningDataModule);
@@ -38,7 +38,7 @@ from .modeling import (
     save_captioner,
 )
 from .processing import load_image, make_image_processor, pad_to_square
-from .quantization import Int8Linear, inference_dtype, inference_precision, quantize_decoder_int8
+from .quantization import inference_dtype, inference_precision, quantize_captioner_int8
 from .splits import grouped_split, make_captioning_splits, split_rows
 from .tokenization import tokenizer_fingerprint, train_bpe_tokenizer
 from .train import (
@@ -58,7 +58,6 @@ __all__ = [
     "CaptionerConfig",
     "CaptionerMismatchError",
     "CaptioningOptions",
-    "Int8Linear",
     "ReportValidation",
     "TrainingResult",
     "build_captioner",
@@ -78,7 +77,7 @@ __all__ = [
     "make_captioning_splits",
     "make_image_processor",
     "pad_to_square",
-    "quantize_decoder_int8",
+    "quantize_captioner_int8",
     "resolve_pretrained",
     "save_captioner",
     "select_config",

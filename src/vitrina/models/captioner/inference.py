@@ -3,8 +3,9 @@
 
 Inference is built for CPUs: ``torch.inference_mode``, the key-value cache of
 ``generate`` (self-attention keys/values grow by one token a step; the cross-attention
-ones are computed once from the image), on CPUs with bf16 instructions a bf16 encoder and
-a weight-only int8 decoder (:mod:`.quantization`), images batched, the model loaded once.
+ones are computed once from the image), dynamic int8 encoder and decoder where the CPU
+flags say it is the fastest path (:mod:`.quantization`), images batched, the model
+loaded once.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from vitrina.utils import resolve_device
 from .configuration import DECODINGS
 from .modeling import check_compatible, save_captioner
 from .processing import load_image
-from .quantization import inference_dtype, inference_precision, is_int8, quantize_decoder_int8
+from .quantization import inference_dtype, inference_precision, is_int8, quantize_captioner_int8
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Captioner:
 
     @property
     def precision(self) -> str:
-        """``fp32``, ``bf16``, ``fp16`` or ``int8`` (bf16 encoder, int8 decoder)."""
+        """``fp32``, ``bf16``, ``fp16`` or ``int8`` (dynamic int8 linear layers)."""
         if is_int8(self.model):
             return "int8"
         return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(
@@ -77,8 +78,8 @@ class Captioner:
     def to(self, device: str = "auto", precision: str = "fp32") -> Captioner:
         """Move the model (in place) to ``device`` with ``precision`` weights; returns self.
 
-        ``int8`` (CPU inference only; what ``auto`` picks on CPUs with bf16 instructions)
-        quantises the decoder (:func:`quantize_decoder_int8`).
+        ``int8`` (CPU inference only; what ``auto`` picks on CPUs without AMX) quantises
+        the encoder and the decoder (:func:`quantize_captioner_int8`).
 
         Raises:
             ValueError: ``int8`` on a GPU, or another precision for an int8 model.
@@ -91,9 +92,7 @@ class Captioner:
             return self
         self.model.to(device=device, dtype=inference_dtype(precision, device))
         if precision == "int8":
-            if device != "cpu":
-                raise ValueError("precision int8 is for CPU inference; use bf16 or fp16 on a GPU")
-            quantize_decoder_int8(self.model)
+            quantize_captioner_int8(self.model)
         return self
 
     # -- data

@@ -32,7 +32,7 @@ from vitrina.utils import atomic_path, resolve_device
 
 from .configuration import CAPTIONER_FILES, FORMAT_VERSION, META_FILE, CaptionerConfig
 from .processing import make_image_processor
-from .quantization import inference_dtype, is_int8
+from .quantization import inference_dtype, inference_precision, is_int8
 from .tokenization import pretrained_tokenizer, tokenizer_fingerprint, train_bpe_tokenizer
 
 if TYPE_CHECKING:
@@ -178,9 +178,10 @@ def load_captioner(path: str | Path, device: str = "cpu", precision: str = "fp32
     Args:
         path: the captioner directory.
         device: ``cpu`` | ``cuda[:i]`` | ``auto``.
-        precision: ``fp32`` | ``bf16`` | ``fp16`` | ``int8`` (bf16 encoder, int8 decoder;
-            CPU inference) | ``auto`` (see :func:`resolve_precision`); weights load directly
-            in that dtype, tensor by tensor (no fp32 copy of the model).
+        precision: ``fp32`` | ``bf16`` | ``fp16`` | ``int8`` (dynamic int8 encoder and
+            decoder; CPU inference) | ``auto`` (from the CPU flags, see
+            :func:`vitrina.training.precision.inference_precision`); weights load directly
+            in that dtype (bf16 for int8), tensor by tensor (no fp32 copy of the model).
 
     Raises:
         FileNotFoundError: the directory lacks files of :data:`CAPTIONER_FILES`.
@@ -199,6 +200,7 @@ def load_captioner(path: str | Path, device: str = "cpu", precision: str = "fp32
         )
     meta = json.loads((path / META_FILE).read_text())
     device = resolve_device(device)
+    precision = inference_precision(precision, device)  # auto: logged once, here
     dtype = inference_dtype(precision, device)
     with quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(path)

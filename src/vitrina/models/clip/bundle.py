@@ -109,7 +109,8 @@ class ClipBundle(ABC):
         """A :class:`vitrina.models.embedders.ClipEmbedder` over this bundle.
 
         Args:
-            settings: ``batch_size`` (64), ``device`` (auto), ``precision`` (fp32),
+            settings: ``batch_size`` (64), ``device`` (auto), ``precision`` (fp32; ``int8``
+                and ``auto`` too, see :class:`~vitrina.models.embedders.ClipEmbedder`),
                 ``num_workers`` (2), ``progress`` (true).
         """
         from vitrina.models.embedders import ClipEmbedder
