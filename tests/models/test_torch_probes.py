@@ -77,20 +77,26 @@ def sklearn_mlp(x, y, params, seed=42):
     return pipe, torch.from_numpy(pipe[0].transform(x))
 
 
-@pytest.mark.parametrize("early_stopping", [True, False])
-def test_mlp_is_scikit_learns_mlp_step_for_step(early_stopping):
+@pytest.mark.parametrize(
+    ("early_stopping", "dtype"), [(True, np.float32), (False, np.float32), (True, np.float64)]
+)
+def test_mlp_is_scikit_learns_mlp_step_for_step(early_stopping, dtype):
     params = {"hidden_layer_sizes": [16], "max_iter": 40, "early_stopping": early_stopping}
     jobs, refs = [], []
     for n, d, k in [(500, 8, 2), (450, 8, 4)]:
         x, y = blobs(n, d, k, seed=n, sep=0.8)
-        pipe, xs = sklearn_mlp(x, y, params)
+        pipe, xs = sklearn_mlp(x.astype(dtype), y, params)
+        assert xs.dtype == torch.from_numpy(np.zeros(1, dtype)).dtype
         jobs.append(MlpJob(xs, y, xs[:100], k))
         refs.append(pipe)
     out = train_mlps(jobs, hidden_layer_sizes=(16,), max_iter=40, n_iter_no_change=20,
                      early_stopping=early_stopping, seed=42)  # fmt: skip
+    # float64 leaves only float64 rounding between the two: 1e-4 -> 1e-10
+    atol = 1e-4 if dtype == np.float32 else 1e-10
     for r, pipe in zip(out, refs, strict=True):
         mlp = pipe[-1]
         assert r.epochs == mlp.n_iter_
+        assert mlp.coefs_[0].dtype == dtype
         if early_stopping:  # same initial weights, validation slice and minibatches
             assert np.allclose(r.curve, mlp.validation_scores_, atol=1e-6)
         else:
@@ -98,7 +104,7 @@ def test_mlp_is_scikit_learns_mlp_step_for_step(early_stopping):
         ref = pipe[-1].predict_proba(
             jobs[0].x_test.numpy() if r is out[0] else jobs[1].x_test.numpy()
         )
-        assert np.abs(r.proba - ref).max() < 1e-4
+        assert np.abs(r.proba - ref).max() < atol
 
 
 def test_mlp_job_does_not_depend_on_its_batch_mates_or_padding():

@@ -45,7 +45,7 @@ def build_probe(kind: str, params: dict[str, Any] | None = None, seed: int = 0) 
     Raises:
         ValueError: unknown ``kind``.
     """
-    params = {k: v for k, v in (params or {}).items() if k not in SWEEP_KEYS}
+    params = {k: v for k, v in (params or {}).items() if k not in (*SWEEP_KEYS, "dtype")}
     if kind == "logreg":
         clf = LogisticRegression(random_state=seed, **{"max_iter": 2000, **params})
     elif kind == "mlp":
@@ -90,6 +90,23 @@ def classification_metrics(
 
 #: Probe parameters that configure the C sweep rather than the classifier.
 SWEEP_KEYS = ("sweep_steps", "sweep_range", "validation_share")
+
+
+def probe_dtype(params: dict[str, Any] | None) -> np.dtype:
+    """The float type a probe is fitted in: ``params["dtype"]`` (``float32`` or ``float64``;
+    default ``float32``, the embeddings' own).
+
+    scikit-learn fits ``StandardScaler`` and ``MLPClassifier`` in the dtype of their input,
+    so the scikit-learn backend casts the features to it before the pipeline, and the
+    torch backend standardises and trains in it too.
+
+    Raises:
+        ValueError: another value.
+    """
+    name = str((params or {}).get("dtype", "float32"))
+    if name not in ("float32", "float64"):
+        raise ValueError(f"probe dtype must be 'float32' or 'float64', got {name!r}")
+    return np.dtype(name)
 
 
 def sweep_logreg_c(
@@ -195,6 +212,7 @@ def fit_probe(
             seed=seed,
         )
         params["C"] = info["C"] = best_c
+    x = x.astype(probe_dtype(params), copy=False)
     return build_probe(kind, params, seed=seed).fit(x, y), info
 
 
@@ -264,7 +282,7 @@ def probe_matrix_sklearn(
             for probe, params in probes.items():
                 start = time.perf_counter()
                 model, info = fit_probe(probe, params, x[train], y[train], groups[train], seed)
-                proba = model.predict_proba(x[~train])
+                proba = model.predict_proba(x[~train].astype(probe_dtype(params), copy=False))
                 cells.append(
                     score_cell(
                         task,
