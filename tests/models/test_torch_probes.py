@@ -8,10 +8,11 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from vitrina.models.probes import ProbeTask, build_probe, probe_matrix_sklearn
+from vitrina.models.probes import ProbeTask, build_probe, probe_dtype, probe_matrix_sklearn
 from vitrina.models.torch_logreg import LogisticHeads, lbfgs
 from vitrina.models.torch_mlp import MlpJob, train_mlps
-from vitrina.models.torch_probes import check_params, probe_matrix
+from vitrina.models.torch_probes import check_params, probe_matrix, validation_part
+from vitrina.splits import validation_split
 
 
 def blobs(n: int, d: int, k: int, seed: int, sep: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -126,6 +127,23 @@ def test_unsupported_settings_name_the_reference_backend():
     with pytest.raises(ValueError, match="unknown probe 'svm'"):
         check_params("svm", {})
     check_params("logreg", {"C": "sweep", "sweep_steps": 3, "max_iter": 100})
+    check_params("mlp", {"dtype": "float64"})
+    with pytest.raises(ValueError, match="'float16'"):
+        probe_dtype({"dtype": "float16"})
+
+
+def test_validation_part_is_the_tasks_split_recomputed_when_the_task_changes():
+    _, tasks = matrix()
+    task = tasks[1]
+    first = validation_part(task, 0.2, 3)
+    expected = validation_split(task.y[task.train], task.groups[task.train], 0.2, 3)
+    assert np.array_equal(first, expected) and validation_part(task, 0.2, 3) is first
+    relabelled = ProbeTask(task.name, task.rows, task.y[::-1].copy(), task.groups, task.train)
+    other = validation_part(relabelled, 0.2, 3)
+    assert other is not first
+    assert np.array_equal(
+        other, validation_split(relabelled.y[task.train], task.groups[task.train], 0.2, 3)
+    )
 
 
 def matrix(seed=0):

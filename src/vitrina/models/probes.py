@@ -119,6 +119,7 @@ def sweep_logreg_c(
     validation_share: float = 0.2,
     seed: int = 0,
     max_iter: int = 1000,
+    tol: float = 1e-4,
 ) -> tuple[float, list[tuple[float, float]]]:
     """Choose the inverse L2 strength ``C`` of the logistic-regression probe on validation.
 
@@ -132,6 +133,7 @@ def sweep_logreg_c(
     Args:
         x: ``float32 [N, D]`` training features; ``y``: ``[N]`` labels; ``groups``: ``[N]``.
         steps: values per stage (2 stages).
+        max_iter, tol: ``LogisticRegression``'s, for every fit of the sweep.
 
     Returns:
         The best ``C`` by validation macro-F1 and the ``(C, macro_f1)`` pairs tried.
@@ -141,7 +143,7 @@ def sweep_logreg_c(
     xt, xv = scaler.transform(x[~val]), scaler.transform(x[val])
 
     def evaluate(grid: np.ndarray) -> list[tuple[float, float]]:
-        clf = LogisticRegression(max_iter=max_iter, warm_start=True, random_state=seed)
+        clf = LogisticRegression(max_iter=max_iter, tol=tol, warm_start=True, random_state=seed)
         out = []
         for c in np.sort(grid):
             clf.set_params(C=float(c)).fit(xt, y[~val])
@@ -210,6 +212,7 @@ def fit_probe(
             log10_range=tuple(params.get("sweep_range", (-3.0, 3.0))),
             validation_share=float(params.get("validation_share", 0.2)),
             seed=seed,
+            tol=float(params.get("tol", 1e-4)),
         )
         params["C"] = info["C"] = best_c
     x = x.astype(probe_dtype(params), copy=False)

@@ -100,7 +100,7 @@ class Features:
         return cls(array, torch.as_tensor(array, device=device))
 
     def scaled(
-        self, fit_rows: np.ndarray, *others: np.ndarray, dtype: np.dtype = np.dtype("float32")
+        self, fit_rows: np.ndarray, *others: np.ndarray, dtype: str | np.dtype = "float32"
     ) -> list[torch.Tensor]:
         """Rows ``fit_rows`` and each of ``others`` standardised with ``fit_rows``' statistics.
 
@@ -109,6 +109,7 @@ class Features:
         (``x -= mean`` then ``x /= scale``, each rounded to ``dtype``), so both backends fit
         exactly the same numbers. Returns ``dtype`` tensors on the device.
         """
+        dtype = np.dtype(dtype)
         scaler = StandardScaler().fit(self.array[fit_rows].astype(dtype))
         mean, scale = (
             torch.as_tensor(v, device=self.x.device) for v in (scaler.mean_, scaler.scale_)
@@ -214,7 +215,7 @@ def fit_logreg(
 
 
 def mlp_job(
-    feats: Features, task: ProbeTask, dtype: np.dtype = np.dtype("float32")
+    feats: Features, task: ProbeTask, dtype: str | np.dtype = "float32"
 ) -> tuple[MlpJob, np.ndarray]:
     """One task's ``mlp`` probe on one modality, and its classes. Scaled with the whole
     training split's statistics in ``dtype``, as scikit-learn's pipeline scales before
