@@ -30,6 +30,7 @@ The last line of stdout is ``speedup=<sklearn seconds / torch CPU seconds>``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -192,6 +193,22 @@ def agreement(ref: pd.DataFrame, other: pd.DataFrame, sweep_step: float) -> pd.D
     return pd.DataFrame(rows), both
 
 
+def cached_reference(
+    path: Path, params: dict[str, Any], models: list[str], data: Path
+) -> dict[str, Any]:
+    """A sklearn path saved by ``--reference``; ``SystemExit`` when it was run on other
+    parameters, data or models (the cells would not be comparable)."""
+    saved = json.loads(path.read_text())
+    for what, now, then in (
+        ("parameters", params, saved.get("params")),
+        ("data dir", str(data), saved.get("data")),
+        ("models", sorted(models), sorted(saved.get("seconds", {}))),
+    ):
+        if now != then:
+            raise SystemExit(f"--reference {path}: saved for other {what} ({then!r} != {now!r})")
+    return saved
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -215,6 +232,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch/BLAS threads (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random stand-ins")
     p.add_argument("--out", type=Path, default=None, help="write the per-cell table as CSV")
+    p.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="JSON of the sklearn path: reused when it exists (same data and parameters: "
+        "checked), else written after the run (the reference takes hours on 2 cores)",
+    )
     p.add_argument("--verbose", action="store_true", help="print each cell to stderr")
     p.add_argument("--no-isolate", action="store_true", help="run every path in this process")
     return p.parse_args(argv)
@@ -263,8 +287,15 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for backend, device in paths:
         t0 = time.perf_counter()
+        if backend == "sklearn" and args.reference and args.reference.is_file():
+            results.append(cached_reference(args.reference, params, models, args.data_dir))
+            print(f"sklearn on cpu: cached ({args.reference})", flush=True)
+            continue
         results.append(run_isolated(run_path, not args.no_isolate, backend, device, *common))
         print(f"{backend} on {device}: done in {time.perf_counter() - t0:.1f}s", flush=True)
+        if backend == "sklearn" and args.reference:
+            saved = {**results[-1], "params": params, "data": str(args.data_dir)}
+            args.reference.write_text(json.dumps(saved, default=float))
 
     header = ["backend", "device", "threads", "seconds", "CPU s", *models]
     rows = [

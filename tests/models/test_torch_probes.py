@@ -8,10 +8,11 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from vitrina.models.probes import ProbeTask, build_probe, probe_matrix_sklearn
+from vitrina.models.probes import ProbeTask, build_probe, probe_dtype, probe_matrix_sklearn
 from vitrina.models.torch_logreg import LogisticHeads, lbfgs
 from vitrina.models.torch_mlp import MlpJob, train_mlps
-from vitrina.models.torch_probes import check_params, probe_matrix
+from vitrina.models.torch_probes import check_params, probe_matrix, validation_part
+from vitrina.splits import validation_split
 
 
 def blobs(n: int, d: int, k: int, seed: int, sep: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -77,20 +78,26 @@ def sklearn_mlp(x, y, params, seed=42):
     return pipe, torch.from_numpy(pipe[0].transform(x))
 
 
-@pytest.mark.parametrize("early_stopping", [True, False])
-def test_mlp_is_scikit_learns_mlp_step_for_step(early_stopping):
+@pytest.mark.parametrize(
+    ("early_stopping", "dtype"), [(True, np.float32), (False, np.float32), (True, np.float64)]
+)
+def test_mlp_is_scikit_learns_mlp_step_for_step(early_stopping, dtype):
     params = {"hidden_layer_sizes": [16], "max_iter": 40, "early_stopping": early_stopping}
     jobs, refs = [], []
     for n, d, k in [(500, 8, 2), (450, 8, 4)]:
         x, y = blobs(n, d, k, seed=n, sep=0.8)
-        pipe, xs = sklearn_mlp(x, y, params)
+        pipe, xs = sklearn_mlp(x.astype(dtype), y, params)
+        assert xs.dtype == torch.from_numpy(np.zeros(1, dtype)).dtype
         jobs.append(MlpJob(xs, y, xs[:100], k))
         refs.append(pipe)
     out = train_mlps(jobs, hidden_layer_sizes=(16,), max_iter=40, n_iter_no_change=20,
                      early_stopping=early_stopping, seed=42)  # fmt: skip
+    # float64 leaves only float64 rounding between the two: 1e-4 -> 1e-10
+    atol = 1e-4 if dtype == np.float32 else 1e-10
     for r, pipe in zip(out, refs, strict=True):
         mlp = pipe[-1]
         assert r.epochs == mlp.n_iter_
+        assert mlp.coefs_[0].dtype == dtype
         if early_stopping:  # same initial weights, validation slice and minibatches
             assert np.allclose(r.curve, mlp.validation_scores_, atol=1e-6)
         else:
@@ -98,7 +105,7 @@ def test_mlp_is_scikit_learns_mlp_step_for_step(early_stopping):
         ref = pipe[-1].predict_proba(
             jobs[0].x_test.numpy() if r is out[0] else jobs[1].x_test.numpy()
         )
-        assert np.abs(r.proba - ref).max() < 1e-4
+        assert np.abs(r.proba - ref).max() < atol
 
 
 def test_mlp_job_does_not_depend_on_its_batch_mates_or_padding():
@@ -120,6 +127,23 @@ def test_unsupported_settings_name_the_reference_backend():
     with pytest.raises(ValueError, match="unknown probe 'svm'"):
         check_params("svm", {})
     check_params("logreg", {"C": "sweep", "sweep_steps": 3, "max_iter": 100})
+    check_params("mlp", {"dtype": "float64"})
+    with pytest.raises(ValueError, match="'float16'"):
+        probe_dtype({"dtype": "float16"})
+
+
+def test_validation_part_is_the_tasks_split_recomputed_when_the_task_changes():
+    _, tasks = matrix()
+    task = tasks[1]
+    first = validation_part(task, 0.2, 3)
+    expected = validation_split(task.y[task.train], task.groups[task.train], 0.2, 3)
+    assert np.array_equal(first, expected) and validation_part(task, 0.2, 3) is first
+    relabelled = ProbeTask(task.name, task.rows, task.y[::-1].copy(), task.groups, task.train)
+    other = validation_part(relabelled, 0.2, 3)
+    assert other is not first
+    assert np.array_equal(
+        other, validation_split(relabelled.y[task.train], task.groups[task.train], 0.2, 3)
+    )
 
 
 def matrix(seed=0):

@@ -254,15 +254,15 @@ def demo_probing(tmp_path_factory):
 
 
 def test_backends_agree_on_the_demo_catalogue(demo_probing):
-    """The torch backend against the scikit-learn reference, cell by cell.
+    """The torch backend against the scikit-learn reference, cell by cell, to 0.01.
 
-    The MLP is scikit-learn's step for step, so its cells agree to 0.01. The C sweep
-    agrees where scikit-learn's fits converge: it stops at ``tol=1e-4`` a few iterations
-    short of the optimum (at large C also by ``max_iter``, 1000 iterations), while the
-    torch backend reaches it. On ~60 validation products one flipped prediction
-    then reorders near-tied values of C (on this demo, adult_child/text: C = 3.98 scores
-    0.925 there and 0.943 at the optimum). Where both choose the same C, the test
-    macro-F1 agrees to 0.01, and most cells do.
+    The MLP is scikit-learn's step for step (in float64, as configured), so its cells
+    agree. The C sweep is fitted here at ``tol=1e-6`` on both sides: at the configured
+    1e-4 scikit-learn's lbfgs stops a few iterations short of the optimum, which the torch
+    backend reaches, and on this demo's ~100 test products the one prediction that then
+    flips moves macro-F1 by 0.0102 (category/image; thousands of test products dilute it
+    on H&M, benchmarks/probing.py). On ~60 validation products near-tied values of C can
+    still come out in another order, so the test asks most cells, not all, for the same C.
     """
     from vitrina.models.probes import probe_matrix_sklearn
     from vitrina.models.torch_probes import probe_matrix
@@ -270,7 +270,8 @@ def test_backends_agree_on_the_demo_catalogue(demo_probing):
 
     embeddings, splits, probing = demo_probing
     mlp = {**probing["probes"]["mlp"], "hidden_layer_sizes": [32]}
-    probes = {**probing["probes"], "mlp": mlp}
+    logreg = {**probing["probes"]["logreg"], "tol": 1e-6}
+    probes = {**probing["probes"], "mlp": mlp, "logreg": logreg}
     features, tasks = matrix_inputs(embeddings, splits, probing["modalities"])
     cells = {}
     for name, fit in (("sklearn", probe_matrix_sklearn), ("torch", probe_matrix)):
@@ -284,9 +285,6 @@ def test_backends_agree_on_the_demo_catalogue(demo_probing):
         if key[2] == "mlp":
             assert gap <= 0.01 and ref.info == {} and ours.info["epochs"] > 0, key
         elif ref.info["C"] == ours.info["C"]:
-            # 0.01 is the H&M criterion (thousands of test products, benchmarks/probing.py);
-            # on this demo's ~100 test products one flipped prediction in the smallest
-            # class already moves macro-F1 by about 0.012, hence one such flip of slack.
-            assert gap <= 0.015, (key, gap)
+            assert gap <= 0.01, (key, gap)  # the H&M criterion (benchmarks/probing.py)
             same += 1
     assert same >= 0.6 * len(tasks) * 3, f"only {same} logreg cells chose the same C"

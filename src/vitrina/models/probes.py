@@ -45,7 +45,7 @@ def build_probe(kind: str, params: dict[str, Any] | None = None, seed: int = 0) 
     Raises:
         ValueError: unknown ``kind``.
     """
-    params = {k: v for k, v in (params or {}).items() if k not in SWEEP_KEYS}
+    params = {k: v for k, v in (params or {}).items() if k not in (*SWEEP_KEYS, "dtype")}
     if kind == "logreg":
         clf = LogisticRegression(random_state=seed, **{"max_iter": 2000, **params})
     elif kind == "mlp":
@@ -92,6 +92,23 @@ def classification_metrics(
 SWEEP_KEYS = ("sweep_steps", "sweep_range", "validation_share")
 
 
+def probe_dtype(params: dict[str, Any] | None) -> np.dtype:
+    """The float type a probe is fitted in: ``params["dtype"]`` (``float32`` or ``float64``;
+    default ``float32``, the embeddings' own).
+
+    scikit-learn fits ``StandardScaler`` and ``MLPClassifier`` in the dtype of their input,
+    so the scikit-learn backend casts the features to it before the pipeline, and the
+    torch backend standardises and trains in it too.
+
+    Raises:
+        ValueError: another value.
+    """
+    name = str((params or {}).get("dtype", "float32"))
+    if name not in ("float32", "float64"):
+        raise ValueError(f"probe dtype must be 'float32' or 'float64', got {name!r}")
+    return np.dtype(name)
+
+
 def sweep_logreg_c(
     x: np.ndarray,
     y: np.ndarray,
@@ -102,6 +119,7 @@ def sweep_logreg_c(
     validation_share: float = 0.2,
     seed: int = 0,
     max_iter: int = 1000,
+    tol: float = 1e-4,
 ) -> tuple[float, list[tuple[float, float]]]:
     """Choose the inverse L2 strength ``C`` of the logistic-regression probe on validation.
 
@@ -115,6 +133,7 @@ def sweep_logreg_c(
     Args:
         x: ``float32 [N, D]`` training features; ``y``: ``[N]`` labels; ``groups``: ``[N]``.
         steps: values per stage (2 stages).
+        max_iter, tol: ``LogisticRegression``'s, for every fit of the sweep.
 
     Returns:
         The best ``C`` by validation macro-F1 and the ``(C, macro_f1)`` pairs tried.
@@ -124,7 +143,7 @@ def sweep_logreg_c(
     xt, xv = scaler.transform(x[~val]), scaler.transform(x[val])
 
     def evaluate(grid: np.ndarray) -> list[tuple[float, float]]:
-        clf = LogisticRegression(max_iter=max_iter, warm_start=True, random_state=seed)
+        clf = LogisticRegression(max_iter=max_iter, tol=tol, warm_start=True, random_state=seed)
         out = []
         for c in np.sort(grid):
             clf.set_params(C=float(c)).fit(xt, y[~val])
@@ -193,8 +212,10 @@ def fit_probe(
             log10_range=tuple(params.get("sweep_range", (-3.0, 3.0))),
             validation_share=float(params.get("validation_share", 0.2)),
             seed=seed,
+            tol=float(params.get("tol", 1e-4)),
         )
         params["C"] = info["C"] = best_c
+    x = x.astype(probe_dtype(params), copy=False)
     return build_probe(kind, params, seed=seed).fit(x, y), info
 
 
@@ -264,7 +285,7 @@ def probe_matrix_sklearn(
             for probe, params in probes.items():
                 start = time.perf_counter()
                 model, info = fit_probe(probe, params, x[train], y[train], groups[train], seed)
-                proba = model.predict_proba(x[~train])
+                proba = model.predict_proba(x[~train].astype(probe_dtype(params), copy=False))
                 cells.append(
                     score_cell(
                         task,

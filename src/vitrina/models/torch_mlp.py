@@ -18,7 +18,10 @@ features, reproduced step for step:
   Two classes use one logistic output (here a softmax over a logit fixed at 0 and one
   free logit, the same function).
 
-Only float rounding differs (another summation order). The jobs of one call (every task
+Only float rounding differs (another summation order). Jobs train in their features'
+dtype, as ``MLPClassifier`` trains in its input's: the probing step feeds both backends
+float64 (``probes.mlp.dtype``), since float32 rounding, amplified by ~10^4 Adam steps and
+the early-stopping decisions, moved H&M cells by up to 0.014 macro-F1 between them. The jobs of one call (every task
 and modality of a model) are trained as one batch of matrix products (``torch.bmm``),
 each with its own data, classes, optimiser state and stopping epoch; a stopped job
 leaves the batch. No library batches independent perceptrons like this (scikit-learn
@@ -61,7 +64,7 @@ class MlpJob:
 
 @dataclass
 class MlpResult:
-    """``proba``: ``float32 [n_test, n_classes]``; ``epochs`` run; best validation accuracy;
+    """``proba``: ``[n_test, n_classes]`` in the jobs' dtype; ``epochs`` run; best validation accuracy;
     ``seconds`` from the start of the batch until this job stopped; ``curve``: the score
     of every epoch (``MLPClassifier.validation_scores_``, or minus ``loss_curve_``)."""
 
@@ -134,7 +137,7 @@ class _Layers:
 
 
 def _initial(
-    d_real: int, n_classes: int, sizes: list[int], rs: np.random.RandomState
+    d_real: int, n_classes: int, sizes: list[int], rs: np.random.RandomState, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One job's flat parameters as ``MLPClassifier._init_coef`` draws them (weights then
     intercepts, layer by layer; rows for padded inputs are 0), its trainable-output mask
@@ -147,22 +150,22 @@ def _initial(
         last = layer == len(sizes) - 2
         rows, width = (d_real if layer == 0 else fan_in), (real_out if last else fan_out)
         bound = np.sqrt(6.0 / (rows + width))
-        w = torch.zeros(fan_in, n_out if last else fan_out)
-        b = torch.zeros(n_out if last else fan_out)
-        w_draw = torch.from_numpy(rs.uniform(-bound, bound, (rows, width)).astype(np.float32))
-        b_draw = torch.from_numpy(rs.uniform(-bound, bound, width).astype(np.float32))
+        w = torch.zeros(fan_in, n_out if last else fan_out, dtype=dtype)
+        b = torch.zeros(n_out if last else fan_out, dtype=dtype)
+        w_draw = torch.from_numpy(rs.uniform(-bound, bound, (rows, width))).to(dtype)
+        b_draw = torch.from_numpy(rs.uniform(-bound, bound, width)).to(dtype)
         w[:rows, cols if last else slice(None)] = w_draw
         b[cols if last else slice(None)] = b_draw
         parts += [w.flatten(), b]
-    trainable = torch.zeros(n_out)
+    trainable = torch.zeros(n_out, dtype=dtype)
     trainable[cols] = 1.0
-    logit_mask = torch.full((n_out,), _NEG)
+    logit_mask = torch.full((n_out,), _NEG, dtype=dtype)
     logit_mask[:n_classes] = 0.0
     return torch.cat(parts), trainable, logit_mask
 
 
 def _schedule(
-    orders: list[np.ndarray], t0: torch.Tensor, cfg: dict[str, float]
+    orders: list[np.ndarray], t0: torch.Tensor, cfg: dict[str, float], dtype: torch.dtype
 ) -> dict[str, torch.Tensor]:
     """One epoch's minibatches for the live jobs (``orders``: each job's row order), and
     each step's per-job constants.
@@ -176,7 +179,7 @@ def _schedule(
     bsz = int(cfg["batch_size"])
     n_steps = max(int(np.ceil(len(o) / bsz)) for o in orders)
     idx = torch.zeros(len(orders), n_steps * bsz, dtype=torch.long)
-    valid = torch.zeros(len(orders), n_steps * bsz)
+    valid = torch.zeros(len(orders), n_steps * bsz, dtype=dtype)
     for r, order in enumerate(orders):
         idx[r, : len(order)] = torch.from_numpy(order)
         valid[r, : len(order)] = 1.0
@@ -191,9 +194,9 @@ def _schedule(
         "idx": idx,
         "weight": (valid / size[..., None])[..., None],
         "reg": (cfg["alpha"] / size)[..., None, None],
-        "w1": (active * (1 - b1)).float()[..., None],
-        "w2": (active * (1 - b2)).float()[..., None],
-        "lr": (lr * active).float()[..., None],
+        "w1": (active * (1 - b1)).to(dtype)[..., None],
+        "w2": (active * (1 - b2)).to(dtype)[..., None],
+        "lr": (lr * active).to(dtype)[..., None],
         "t": t[:, -1],
     }
 
@@ -243,7 +246,7 @@ def train_mlps(
         ValueError: a job with fewer than 2 classes.
     """
     start = time.perf_counter()
-    dev = jobs[0].x_train.device
+    dev, dtype = jobs[0].x_train.device, jobs[0].x_train.dtype
     d = max(j.x_train.shape[1] for j in jobs)  # narrower jobs are zero-padded
     if any(j.n_classes < 2 for j in jobs):
         raise ValueError(
@@ -260,7 +263,7 @@ def train_mlps(
     sizes = [d, *[int(h) for h in hidden_layer_sizes], n_out]
     streams = [np.random.RandomState(int(seed)) for _ in jobs]
     init = [
-        _initial(j.x_train.shape[1], j.n_classes, sizes, rs)
+        _initial(j.x_train.shape[1], j.n_classes, sizes, rs, dtype)
         for j, rs in zip(jobs, streams, strict=True)
     ]
     splits = [
@@ -272,7 +275,7 @@ def train_mlps(
     logit_mask = torch.stack([i[2] for i in init]).to(dev)[:, None, :]
     adam_m, adam_v = torch.zeros_like(layers.flat), torch.zeros_like(layers.flat)
     t_step = torch.zeros(len(jobs), dtype=torch.float64)
-    eye = torch.eye(n_out, device=dev)
+    eye = torch.eye(n_out, device=dev, dtype=dtype)
     # x and the one-hot target side by side (one gather per step), in the split's order
     data, x_val, y_val = [], [], []
     for job, (fit, val) in zip(jobs, splits, strict=True):
@@ -298,7 +301,7 @@ def train_mlps(
     for _epoch in range(max_iter):
         for j in live:
             orders[j] = shuffle(orders[j], random_state=streams[j])
-        plan = _schedule([orders[j] for j in live], t_step, cfg)
+        plan = _schedule([orders[j] for j in live], t_step, cfg, dtype)
         t_step = plan.pop("t")
         plan = {k: v.to(dev) for k, v in plan.items()}
         rows = torch.arange(len(live), device=dev)[:, None]
@@ -357,7 +360,7 @@ def train_mlps(
         proba = torch.softmax(z[0], dim=1)[:, : job.n_classes]
         results.append(
             MlpResult(
-                proba=proba.float().cpu().numpy(),
+                proba=proba.cpu().numpy(),
                 epochs=int(epochs[j]),
                 best_score=float(best_score[j]),
                 seconds=float(stopped_at[j]),

@@ -25,6 +25,7 @@ logistic regression with scikit-learn's objective runs on torch) and
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from vitrina.models.probes import (
     best_sweep_c,
     coarse_grid,
     fine_grid,
+    probe_dtype,
     score_cell,
 )
 from vitrina.models.torch_logreg import LogisticHeads, lbfgs
@@ -63,6 +65,7 @@ MLP_KEYS = {
     "beta_2",
     "epsilon",
     "validation_fraction",
+    "dtype",
 }
 
 
@@ -96,22 +99,45 @@ class Features:
         array = np.ascontiguousarray(matrix, dtype=np.float32)
         return cls(array, torch.as_tensor(array, device=device))
 
-    def scaled(self, fit_rows: np.ndarray, *others: np.ndarray) -> list[torch.Tensor]:
+    def scaled(
+        self, fit_rows: np.ndarray, *others: np.ndarray, dtype: str | np.dtype = "float32"
+    ) -> list[torch.Tensor]:
         """Rows ``fit_rows`` and each of ``others`` standardised with ``fit_rows``' statistics.
 
-        The statistics are scikit-learn's own (``StandardScaler().fit``) and the rounding is
-        that of ``StandardScaler.transform`` on float32 (``x -= mean`` then ``x /= scale``,
-        each rounded to float32), so both backends fit exactly the same numbers.
+        The statistics are scikit-learn's own (``StandardScaler().fit`` on the rows cast to
+        ``dtype``) and the rounding is that of ``StandardScaler.transform`` in ``dtype``
+        (``x -= mean`` then ``x /= scale``, each rounded to ``dtype``), so both backends fit
+        exactly the same numbers. Returns ``dtype`` tensors on the device.
         """
-        scaler = StandardScaler().fit(self.array[fit_rows])
+        dtype = np.dtype(dtype)
+        scaler = StandardScaler().fit(self.array[fit_rows].astype(dtype))
         mean, scale = (
             torch.as_tensor(v, device=self.x.device) for v in (scaler.mean_, scaler.scale_)
         )
+        out_type = torch.float64 if dtype == np.float64 else torch.float32
         out = []
         for rows in (fit_rows, *others):
             x = self.x[torch.as_tensor(rows, device=self.x.device)]
-            out.append(((x.double() - mean).float().double() / scale).float())
+            out.append(((x.double() - mean).to(out_type).double() / scale).to(out_type))
         return out
+
+
+_VALIDATION_PARTS: dict[tuple, np.ndarray] = {}
+
+
+def validation_part(task: ProbeTask, share: float, seed: int) -> np.ndarray:
+    """:func:`~vitrina.splits.validation_split` of the task's training rows, computed once
+    per task for every modality and model (``StratifiedGroupKFold`` takes seconds for 61
+    classes). Keyed by the labels' and groups' content, so an edited task is recomputed."""
+    y, groups = task.y[task.train], task.groups[task.train]
+    digest = hashlib.sha1(np.asarray(y, dtype=str).tobytes())
+    digest.update(np.asarray(groups, dtype=str).tobytes())
+    key = (digest.hexdigest(), float(share), int(seed))
+    if key not in _VALIDATION_PARTS:
+        if len(_VALIDATION_PARTS) >= 64:
+            _VALIDATION_PARTS.clear()
+        _VALIDATION_PARTS[key] = validation_split(y, groups, share, seed)
+    return _VALIDATION_PARTS[key]
 
 
 def _fit_heads(heads: LogisticHeads, warm: torch.Tensor | None, max_iter: int, tol: float):
@@ -145,7 +171,7 @@ def fit_logreg(
     warm = None
     if str(params.get("C", "sweep")) == "sweep":
         share = float(params.get("validation_share", 0.2))
-        val = validation_split(task.y[task.train], task.groups[task.train], share, seed)
+        val = validation_part(task, share, seed)
         xt, xv = feats.scaled(train[~val], train[val])
         yt, yv = torch.as_tensor(codes[~val], device=dev), codes[val]
 
@@ -188,18 +214,21 @@ def fit_logreg(
     return proba.cpu().numpy(), classes, info
 
 
-def mlp_job(feats: Features, task: ProbeTask) -> tuple[MlpJob, np.ndarray]:
+def mlp_job(
+    feats: Features, task: ProbeTask, dtype: str | np.dtype = "float32"
+) -> tuple[MlpJob, np.ndarray]:
     """One task's ``mlp`` probe on one modality, and its classes. Scaled with the whole
-    training split's statistics, as scikit-learn's pipeline scales before
+    training split's statistics in ``dtype``, as scikit-learn's pipeline scales before
     ``MLPClassifier`` carves its validation slice from the scaled rows."""
     classes, codes = _encode(task.y[task.train])
-    xtr, xte = feats.scaled(task.rows[task.train], task.rows[~task.train])
+    xtr, xte = feats.scaled(task.rows[task.train], task.rows[~task.train], dtype=dtype)
     return MlpJob(x_train=xtr, y_train=codes, x_test=xte, n_classes=len(classes)), classes
 
 
 def mlp_settings(params: dict[str, Any]) -> dict[str, Any]:
     """:func:`~vitrina.models.torch_mlp.train_mlps` keywords from ``probes.mlp``."""
     settings = {**MLP_DEFAULTS, **params}
+    settings.pop("dtype", None)
     settings["hidden_layer_sizes"] = tuple(settings["hidden_layer_sizes"])
     return settings
 
@@ -251,7 +280,7 @@ def probe_matrix(
                 seconds = time.perf_counter() - start
                 done(score_cell(task, modality, "logreg", proba, classes, info, seconds))
             if "mlp" in probes:
-                mlp.append((task, modality, *mlp_job(feats, task)))
+                mlp.append((task, modality, *mlp_job(feats, task, probe_dtype(probes["mlp"]))))
     widths = [job.x_train.shape[1] for _, _, job, _ in mlp]
     groups = [widths] if str(device).startswith("cuda") else [[w] for w in dict.fromkeys(widths)]
     for group in groups:

@@ -15,6 +15,7 @@ from vitrina.models.probes import (
     build_probe,
     classification_metrics,
     fit_probe,
+    probe_dtype,
 )
 from vitrina.splits import validation_split
 from vitrina.tuning import Reporter
@@ -178,5 +179,5 @@ class ProbingTarget(TuningTarget):
             self.groups[self.train],
             seed=self.seed,
         )
-        proba = model.predict_proba(self.x[~self.train])
+        proba = model.predict_proba(self.x[~self.train].astype(probe_dtype(merged)))
         return classification_metrics(self.y[~self.train], proba, model.classes_)["macro_f1"]
