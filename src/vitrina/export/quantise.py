@@ -46,16 +46,14 @@ def activation_choice(activations: str = "auto") -> tuple[str, bool]:
     """
     import platform
 
-    from vitrina.training.precision import cpu_flags
+    from vitrina.training.precision import cpu_has_vnni
 
     if activations not in ("auto", "int8", "uint8"):
         raise ValueError(f"int8 activations must be auto, int8 or uint8, got {activations!r}")
-    flags = cpu_flags()
     x86 = platform.machine().lower() in ("x86_64", "amd64", "i686")
     if activations == "auto":
         activations = "uint8" if x86 else "int8"
-    vnni = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags)
-    return activations, activations == "uint8" and x86 and not vnni
+    return activations, activations == "uint8" and x86 and not cpu_has_vnni()
 
 
 def check_calibration_count(n: int | None) -> None:
