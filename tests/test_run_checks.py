@@ -99,7 +99,7 @@ def test_the_shipped_parameters_of_every_environment_are_valid(kedro_project, ca
         ({"probing": {"test_size": 0}}, "probing.test_size = 0: Input should be greater than 0"),
         (
             {"embeddings": {"precision": "fp8"}},
-            "embeddings.precision = 'fp8': Input should be 'fp32', 'bf16' or 'fp16'",
+            "embeddings.precision = 'fp8': Input should be 'fp32', 'bf16', 'fp16', 'int8' or 'auto'",
         ),
         ({"image_processing": {"mode": "stretch"}}, "image_processing.mode = 'stretch'"),
         ({"clip_finetune": {"train": {"max_epochs": 0}}}, "max_epochs=0 must be >= 1"),
