@@ -1,4 +1,5 @@
-"""Small shared helpers: atomic file writes, stale temporaries, devices, thread limits."""
+"""Small shared helpers: atomic file writes, stale temporaries, devices, thread limits,
+SQLite transactions that lock up front."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 #: Marks the temporary names of :func:`atomic_path`: ``.<name>.tmp-<pid>-<random><suffix>``.
 TMP_MARK = ".tmp-"
@@ -155,3 +157,32 @@ def limit_threads(threads: int | None) -> Iterator[None]:
             yield
     finally:
         torch.set_num_threads(before)
+
+
+def sqlite_begin_immediate(engine: Any) -> None:
+    """Make every transaction of the SQLAlchemy ``engine`` (SQLite, pysqlite driver) start
+    with ``BEGIN IMMEDIATE``, which takes SQLite's write lock before the first read.
+
+    Why: pysqlite's legacy transaction control emits ``BEGIN`` (deferred) only before the
+    first INSERT/UPDATE/DELETE, so a read-check-write (``SELECT ... FOR UPDATE``, which
+    SQLite ignores, then ``UPDATE``) runs its read outside any transaction: two processes
+    can both pass the check. With the write lock taken first, the second waits (for the
+    connection's busy timeout) and then reads the first one's committed row; two writers
+    also never deadlock on a lock upgrade.
+
+    Source: SQLAlchemy's SQLite dialect documentation, "Serializable isolation /
+    Savepoints / Transactional DDL" (2.1: "Enabling Non-Legacy SQLite Transactional
+    Modes"): on ``connect`` set ``dbapi_connection.isolation_level = None`` (pysqlite
+    emits no BEGIN of its own; it still commits and rolls back), on ``begin`` emit the
+    BEGIN. Applies to connections opened after the call (dispose the pool of an engine
+    that has connected already).
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_begin(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # the driver leaves BEGIN to us
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

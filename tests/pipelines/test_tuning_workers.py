@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -54,12 +55,9 @@ def executed(log_dir: Path) -> dict[str, list[dict]]:
 
 
 def test_two_workers_share_the_budget_and_run_no_trial_twice(tmp_path, review_db_url):
-    url = review_db_url  # a fresh SQLite file, then a fresh PostgreSQL database
-    if url.startswith("sqlite"):
-        # Seen once in three fresh-clone runs: on SQLite (no row locks) both workers ran
-        # the same trial. Shared studies need PostgreSQL/MySQL (docs/tuning.md); the
-        # SQLite race is an open defect, not a supported mode.
-        pytest.skip("concurrent workers on SQLite can run one trial twice (open defect)")
+    # a fresh SQLite file (BEGIN IMMEDIATE claims, no row locks), then a fresh PostgreSQL
+    # database (SELECT ... FOR UPDATE claims)
+    url = review_db_url
     procs = [worker(url, 6, tmp_path, "--workers", "2") for _ in range(2)]
     for proc in procs:
         finish(proc)
@@ -75,6 +73,31 @@ def test_two_workers_share_the_budget_and_run_no_trial_twice(tmp_path, review_db
     assert 6 <= len(finished) <= 7  # the budget; at most one overshoot (one per other worker)
     defaults = [t for t in study.trials if t.user_attrs.get("defaults")]
     assert len(defaults) == 1 and defaults[0].params == {"x": 0.5, "kind": "a"}
+
+
+def test_sqlite_workers_never_claim_one_waiting_trial_twice(tmp_path):
+    # Three workers (threads, each with its own storage and connections) pop 24 enqueued
+    # trials of one SQLite file at once. Without BEGIN IMMEDIATE, Optuna's read-check-write
+    # claim let about a third of them be claimed twice here.
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=open_storage(url))
+    for i in range(24):
+        study.enqueue_trial({"x": i}, skip_if_exists=False)
+    workers = [optuna.load_study(study_name="s", storage=open_storage(url)) for _ in range(3)]
+    claimed: list[int] = []
+    barrier = threading.Barrier(len(workers))
+
+    def claim_all(worker_study: optuna.Study) -> None:
+        barrier.wait()
+        while (trial_id := worker_study._pop_waiting_trial_id()) is not None:
+            claimed.append(trial_id)
+
+    threads = [threading.Thread(target=claim_all, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(claimed) == sorted(t._trial_id for t in study.trials)  # each exactly once
 
 
 def test_a_killed_workers_trial_is_failed_by_the_heartbeat_and_retried(tmp_path):

@@ -24,6 +24,8 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
+from vitrina.utils import sqlite_begin_immediate
+
 logger = logging.getLogger(__name__)
 
 #: Embedded default: no server needed (``make run``); relative to the project directory.
@@ -123,20 +125,17 @@ def create_store_engine(url: str) -> Engine:
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
-    """SQLAlchemy's recipe for explicit SQLite transactions (``BEGIN IMMEDIATE``)."""
+    """``BEGIN IMMEDIATE`` transactions (:func:`vitrina.utils.sqlite_begin_immediate`,
+    SQLAlchemy's recipe), foreign keys, the busy timeout and WAL on every connection."""
+    sqlite_begin_immediate(engine)
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record) -> None:
-        dbapi_connection.isolation_level = None  # the driver leaves BEGIN to us
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def alembic_config() -> Config:

@@ -5,7 +5,9 @@ validated before any trial runs (:func:`~vitrina.tuning.space.parse_space`).
 
 Modules: :mod:`~vitrina.tuning.space` (parsing and sampling a space),
 :mod:`~vitrina.tuning.study` (samplers, pruners, storage, the trial loop with MLflow
-nested runs) and :mod:`~vitrina.tuning.reporting` (best parameters as YAML, figures).
+nested runs), :mod:`~vitrina.tuning.sqlite_storage` (an SQLite storage several worker
+processes can share) and :mod:`~vitrina.tuning.reporting` (best parameters as YAML,
+figures).
 """
 
 from vitrina.tuning.reporting import (

@@ -22,6 +22,7 @@ import optuna
 from optuna.trial import TrialState
 
 from vitrina.tuning.space import ParamSpec, encode_choice
+from vitrina.tuning.sqlite_storage import SQLITE_BUSY_TIMEOUT_S, SQLiteImmediateStorage
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +166,10 @@ def open_storage(
     default: twice the interval) belongs to a dead worker, and the next trial any worker
     starts marks it FAIL and enqueues a copy of it (same parameters, at most
     ``max_retry`` retries; ``RetryHeartbeatStaleTrialCallback``, formerly
-    ``RetryFailedTrialCallback``).
+    ``RetryFailedTrialCallback``). An SQLite file storage runs every transaction as
+    ``BEGIN IMMEDIATE`` with a busy timeout of ``SQLITE_BUSY_TIMEOUT_S``
+    (:class:`~vitrina.tuning.sqlite_storage.SQLiteImmediateStorage`), so workers
+    sharing one SQLite file never claim one trial twice.
 
     Args:
         url: an RDB URL (``sqlite:///data/06_models/optuna.db``, ``postgresql://...``,
@@ -205,11 +209,13 @@ def open_storage(
             if heartbeat:  # Optuna 5's name of RetryFailedTrialCallback
                 retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
                 heartbeat["heartbeat_stale_trial_callback"] = retry
+            storage_class, engine_kwargs = optuna.storages.RDBStorage, {"pool_pre_ping": True}
+            if url.startswith("sqlite"):  # atomic trial claims across processes
+                storage_class = SQLiteImmediateStorage
+                engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
             for attempt in range(TABLE_RACE_RETRIES + 1):
                 try:
-                    return optuna.storages.RDBStorage(
-                        url, engine_kwargs={"pool_pre_ping": True}, **heartbeat
-                    )
+                    return storage_class(url, engine_kwargs=engine_kwargs, **heartbeat)
                 except Exception as exc:  # noqa: BLE001
                     # Workers starting together on an empty database race to create
                     # Optuna's tables and stamp their version; the loser's CREATE TABLE
