@@ -58,7 +58,9 @@ def test_two_workers_share_the_budget_and_run_no_trial_twice(tmp_path, review_db
     # a fresh SQLite file (BEGIN IMMEDIATE claims, no row locks), then a fresh PostgreSQL
     # database (SELECT ... FOR UPDATE claims)
     url = review_db_url
-    procs = [worker(url, 6, tmp_path, "--workers", "2") for _ in range(2)]
+    # a long grace period: on a loaded machine a stalled heartbeat thread must not make
+    # the other worker fail and retry a live trial (that would be a rerun, not a race)
+    procs = [worker(url, 6, tmp_path, "--workers", "2", "--grace", "30") for _ in range(2)]
     for proc in procs:
         finish(proc)
     study = optuna.load_study(study_name="s", storage=url)

@@ -2,7 +2,7 @@
 
 ``python -m tests.pipelines.tuning_worker URL STUDY N_TRIALS LOG_DIR [--workers W] [--hang]``
 runs the study the way the tuning node does (:func:`vitrina.tuning.open_storage` with a
-heartbeat of 1 s and a grace period of 2 s, :func:`vitrina.tuning.make_sampler`,
+heartbeat of 1 s and a grace period of 2 s (``--grace``), :func:`vitrina.tuning.make_sampler`,
 :func:`vitrina.tuning.run_study`) on a cheap objective. It waits until ``W`` workers are
 up (so they really overlap), and appends one line per objective call to
 ``LOG_DIR/<pid>.log``: the parameters it ran. With ``--hang`` the first trial writes
@@ -34,8 +34,10 @@ def main() -> None:
     parser.add_argument("log_dir", type=Path)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--hang", action="store_true")
+    # seconds without a heartbeat before a trial counts as its worker's death
+    parser.add_argument("--grace", type=int, default=2)
     args = parser.parse_args()
-    storage = open_storage(args.url, heartbeat_interval=1, grace_period=2, max_retry=1)
+    storage = open_storage(args.url, heartbeat_interval=1, grace_period=args.grace, max_retry=1)
     (args.log_dir / f"ready-{os.getpid()}").touch()
     deadline = time.monotonic() + 90  # a loaded machine starts Python slowly
     while len(list(args.log_dir.glob("ready-*"))) < args.workers:
