@@ -120,6 +120,7 @@ def sweep_logreg_c(
     seed: int = 0,
     max_iter: int = 1000,
     tol: float = 1e-4,
+    dtype: str | np.dtype = "float32",
 ) -> tuple[float, list[tuple[float, float]]]:
     """Choose the inverse L2 strength ``C`` of the logistic-regression probe on validation.
 
@@ -134,11 +135,14 @@ def sweep_logreg_c(
         x: ``float32 [N, D]`` training features; ``y``: ``[N]`` labels; ``groups``: ``[N]``.
         steps: values per stage (2 stages).
         max_iter, tol: ``LogisticRegression``'s, for every fit of the sweep.
+        dtype: the float type the features are cast to before the sweep
+            (:func:`probe_dtype`; the probing step's logreg uses ``float64``).
 
     Returns:
         The best ``C`` by validation macro-F1 and the ``(C, macro_f1)`` pairs tried.
     """
     val = validation_split(y, groups, validation_share, seed)
+    x = x.astype(np.dtype(dtype), copy=False)
     scaler = StandardScaler().fit(x[~val])
     xt, xv = scaler.transform(x[~val]), scaler.transform(x[val])
 
@@ -213,6 +217,7 @@ def fit_probe(
             validation_share=float(params.get("validation_share", 0.2)),
             seed=seed,
             tol=float(params.get("tol", 1e-4)),
+            dtype=probe_dtype(params),
         )
         params["C"] = info["C"] = best_c
     x = x.astype(probe_dtype(params), copy=False)

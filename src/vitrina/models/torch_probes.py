@@ -51,7 +51,7 @@ from vitrina.models.torch_mlp import MlpJob, train_mlps
 from vitrina.splits import validation_split
 
 #: Probe parameters the torch backend reads (others raise: use ``backend: sklearn``).
-LOGREG_KEYS = {"C", "sweep_steps", "sweep_range", "validation_share", "max_iter", "tol"}
+LOGREG_KEYS = {"C", "sweep_steps", "sweep_range", "validation_share", "max_iter", "tol", "dtype"}
 MLP_KEYS = {
     "hidden_layer_sizes",
     "alpha",
@@ -167,12 +167,13 @@ def fit_logreg(
     train, test = task.rows[task.train], task.rows[~task.train]
     classes, codes = _encode(task.y[task.train])
     tol = float(params.get("tol", 1e-4))
+    dtype = probe_dtype(params)
     info: dict[str, Any] = {}
     warm = None
     if str(params.get("C", "sweep")) == "sweep":
         share = float(params.get("validation_share", 0.2))
         val = validation_part(task, share, seed)
-        xt, xv = feats.scaled(train[~val], train[val])
+        xt, xv = feats.scaled(train[~val], train[val], dtype=dtype)
         yt, yv = torch.as_tensor(codes[~val], device=dev), codes[val]
 
         def evaluate(grid: np.ndarray, start: torch.Tensor | None) -> tuple[list, torch.Tensor]:
@@ -201,7 +202,7 @@ def fit_logreg(
         info["C"] = c_value
     else:
         c_value = float(params["C"])
-    xtr, xte = feats.scaled(train, test)
+    xtr, xte = feats.scaled(train, test, dtype=dtype)
     y_train = torch.as_tensor(codes, device=dev)
     heads = LogisticHeads(xtr, y_train, len(classes), torch.tensor([c_value], dtype=torch.float64))
     fitted, _ = _fit_heads(heads, warm, int(params.get("max_iter", 2000)), tol)
@@ -246,8 +247,9 @@ def probe_matrix(
 
     Every modality's matrix goes to ``device`` once. The ``logreg`` cells are fitted one
     by one (each sweep as a batch of heads); the ``mlp`` cells are trained together:
-    on CUDA all of them in one batch (narrower modalities zero-padded, which changes
-    nothing), on the CPU one batch per feature width (padding would cost compute there).
+    on CUDA all of them in one batch (narrower modalities and fewer classes zero-padded,
+    which changes nothing), on the CPU one batch per feature width and class count
+    (padding would cost arithmetic there).
 
     Args:
         features: per modality, ``float32 [N, D]`` rows shared by every task.
@@ -281,10 +283,13 @@ def probe_matrix(
                 done(score_cell(task, modality, "logreg", proba, classes, info, seconds))
             if "mlp" in probes:
                 mlp.append((task, modality, *mlp_job(feats, task, probe_dtype(probes["mlp"]))))
-    widths = [job.x_train.shape[1] for _, _, job, _ in mlp]
-    groups = [widths] if str(device).startswith("cuda") else [[w] for w in dict.fromkeys(widths)]
-    for group in groups:
-        members = [m for m, w in zip(mlp, widths, strict=True) if w in group]
+    # CUDA: one batch. CPU: one batch per (feature width, class count), since padding the
+    # inputs or the output layer would cost arithmetic there (a binary job padded to 61
+    # outputs does twice its own work); the batches run one after the other.
+    shapes = [(job.x_train.shape[1], job.n_classes) for _, _, job, _ in mlp]
+    on_gpu = str(device).startswith("cuda")
+    for shape in [None] if on_gpu else list(dict.fromkeys(shapes)):
+        members = [m for m, s in zip(mlp, shapes, strict=True) if shape in (None, s)]
         results = train_mlps([m[2] for m in members], seed=seed, **mlp_settings(probes["mlp"]))
         for (task, modality, _, classes), r in zip(members, results, strict=True):
             info = {"epochs": r.epochs}
