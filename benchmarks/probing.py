@@ -115,6 +115,7 @@ def run_path(
     models: list[str],
     params: dict[str, Any],
     threads: int | None,
+    workers: int,
     seed: int,
     verbose: bool = False,
 ) -> dict[str, Any]:
@@ -127,6 +128,7 @@ def run_path(
     from vitrina.utils import limit_threads
 
     splits, embeddings, _, _ = load_inputs(Path(data), catalogue, models, seed)
+    n_workers = workers if device == "cpu" else 1
     probes = {k: dict(v or {}) for k, v in params["probes"].items()}
     records, seconds = [], {}
     cpu0 = os.times()
@@ -157,14 +159,22 @@ def run_path(
             if backend == "sklearn":
                 probe_matrix_sklearn(features, tasks, probes, seed=seed_, on_cell=keep)
             else:
-                probe_matrix(features, tasks, probes, seed=seed_, device=device, on_cell=keep)
+                probe_matrix(
+                    features,
+                    tasks,
+                    probes,
+                    seed=seed_,
+                    device=device,
+                    workers=n_workers,
+                    on_cell=keep,
+                )
             _sync(device)
             seconds[model] = time.perf_counter() - start
     cpu1 = os.times()
     return {
         "backend": backend,
         "device": device,
-        "threads": n_threads,
+        "threads": n_threads if backend == "sklearn" else f"{n_threads}x{n_workers}",
         "seconds": seconds,
         "cpu_s": cpu1.user + cpu1.system - cpu0.user - cpu0.system,
         "cells": records,
@@ -230,6 +240,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--gpu", default="auto", help="auto (a CUDA row when available) | cuda[:i] | none"
     )
     p.add_argument("--threads", type=int, default=None, help="torch/BLAS threads (default: all)")
+    p.add_argument(
+        "--workers",
+        default="auto",
+        help="torch on CPU: units fitted at once in threads (probing.torch_workers; auto: idle cores)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random stand-ins")
     p.add_argument("--out", type=Path, default=None, help="write the per-cell table as CSV")
     p.add_argument(
@@ -247,6 +262,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
+
+    from vitrina.training.threads import auto_threads
 
     params = yaml.safe_load(args.params.read_text())["probing"]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -281,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         models,
         params,
         args.threads,
+        auto_threads(int(args.workers) if str(args.workers).isdigit() else args.workers) or 1,
         args.seed,
         args.verbose,
     )

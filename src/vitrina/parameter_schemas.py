@@ -242,6 +242,7 @@ class ProbingParams(Schema):
     chart_metric: str = "macro_f1"
     backend: Literal["torch", "sklearn"] = "torch"
     torch_threads: Threads = 1
+    torch_workers: Threads = "auto"
 
 
 # ---------------------------------------------------------------------- clip_finetune

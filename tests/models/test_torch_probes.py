@@ -181,12 +181,18 @@ def test_torch_matrix_agrees_with_scikit_learn_and_repeats():
     }
     seen = []
     first = probe_matrix(features, tasks, probes, seed=5, on_cell=seen.append)
-    again = probe_matrix(features, tasks, probes, seed=5)
+    # in two threads at once: the cells come in another order, with the same results
+    seen_parallel = []
+    parallel = probe_matrix(
+        features, tasks, probes, seed=5, workers=2, on_cell=seen_parallel.append
+    )
     ref = probe_matrix_sklearn(features, tasks, probes, seed=5)
-    assert len(first) == len(seen) == 2 * 2 * 2
+    assert len(first) == len(seen) == len(parallel) == len(seen_parallel) == 2 * 2 * 2
     key = lambda c: (c.task, c.modality, c.probe)  # noqa: E731
     by_key = {key(c): c for c in ref}
-    for cell, repeat in zip(first, again, strict=True):
+    again = {key(c): c for c in parallel}
+    for cell in first:
+        repeat = again[key(cell)]
         assert cell.metrics == repeat.metrics and cell.info == repeat.info  # reproducible
         other = by_key[key(cell)]
         assert abs(cell.metrics["macro_f1"] - other.metrics["macro_f1"]) <= 0.01, key(cell)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
@@ -241,6 +242,7 @@ def probe_matrix(
     *,
     seed: int = 0,
     device: str = "cpu",
+    workers: int = 1,
     on_cell: Callable[[Cell], None] | None = None,
 ) -> list[Cell]:
     """Fit every probe on every modality × task; the scored cells in the order done.
@@ -249,14 +251,20 @@ def probe_matrix(
     by one (each sweep as a batch of heads); the ``mlp`` cells are trained together:
     on CUDA all of them in one batch (narrower modalities and fewer classes zero-padded,
     which changes nothing), on the CPU one batch per feature width and class count
-    (padding would cost arithmetic there).
+    (padding would cost arithmetic there). With ``workers > 1`` these units of work (the
+    MLP batches first, the longest) run in that many threads at once, each as it would
+    alone: meant for the CPU with one torch thread each (``probing.torch_threads: 1``),
+    where the small matrix products of one unit keep one core busy but not two. A result
+    never depends on ``workers``; only the order of the cells does.
 
     Args:
         features: per modality, ``float32 [N, D]`` rows shared by every task.
         tasks: the tasks (rows into ``features``, labels, groups, train mask).
         probes: ``{"logreg": {...}, "mlp": {...}}`` as in ``probing.probes``.
         device: torch device (``cpu``, ``cuda``, ``cuda:1``).
-        on_cell: called with each cell as soon as it is done (progress, logging).
+        workers: units of work fitted at once (threads); 1 runs them in turn.
+        on_cell: called with each cell as soon as it is done (progress, logging), always
+            from the calling thread.
 
     Raises:
         ValueError: a probe or parameter the torch backend does not support
@@ -265,33 +273,61 @@ def probe_matrix(
     probes = {k: dict(v or {}) for k, v in probes.items()}
     for probe, params in probes.items():
         check_params(probe, params)
-    cells: list[Cell] = []
+    units: list[Callable[[], list[Cell]]] = []  # each returns its scored cells
 
-    def done(cell: Cell) -> None:
-        cells.append(cell)
-        if on_cell:
-            on_cell(cell)
+    def logreg_unit(feats: Features, task: ProbeTask, modality: str):
+        def run() -> list[Cell]:
+            start = time.perf_counter()
+            proba, classes, info = fit_logreg(feats, task, probes["logreg"], seed)
+            seconds = time.perf_counter() - start
+            return [score_cell(task, modality, "logreg", proba, classes, info, seconds)]
+
+        return run
+
+    def mlp_unit(members: list):
+        def run() -> list[Cell]:
+            results = train_mlps([m[2] for m in members], seed=seed, **mlp_settings(probes["mlp"]))
+            return [
+                score_cell(task, modality, "mlp", r.proba, classes, {"epochs": r.epochs}, r.seconds)
+                for (task, modality, _, classes), r in zip(members, results, strict=True)
+            ]
+
+        return run
 
     mlp = []  # (task, modality, job, classes)
     for modality, matrix in features.items():
         feats = Features.of(matrix, device)
         for task in tasks:
             if "logreg" in probes:
-                start = time.perf_counter()
-                proba, classes, info = fit_logreg(feats, task, probes["logreg"], seed)
-                seconds = time.perf_counter() - start
-                done(score_cell(task, modality, "logreg", proba, classes, info, seconds))
+                units.append(logreg_unit(feats, task, modality))
             if "mlp" in probes:
                 mlp.append((task, modality, *mlp_job(feats, task, probe_dtype(probes["mlp"]))))
     # CUDA: one batch. CPU: one batch per (feature width, class count), since padding the
     # inputs or the output layer would cost arithmetic there (a binary job padded to 61
-    # outputs does twice its own work); the batches run one after the other.
+    # outputs does twice its own work).
     shapes = [(job.x_train.shape[1], job.n_classes) for _, _, job, _ in mlp]
     on_gpu = str(device).startswith("cuda")
-    for shape in [None] if on_gpu else list(dict.fromkeys(shapes)):
-        members = [m for m, s in zip(mlp, shapes, strict=True) if shape in (None, s)]
-        results = train_mlps([m[2] for m in members], seed=seed, **mlp_settings(probes["mlp"]))
-        for (task, modality, _, classes), r in zip(members, results, strict=True):
-            info = {"epochs": r.epochs}
-            done(score_cell(task, modality, "mlp", r.proba, classes, info, r.seconds))
+    batches = [
+        [m for m, s in zip(mlp, shapes, strict=True) if shape in (None, s)]
+        for shape in ([None] if on_gpu else list(dict.fromkeys(shapes)))
+    ]
+    if workers > 1:  # the MLP batches first: they are the longest units
+        units = [mlp_unit(b) for b in batches if b] + units
+    else:
+        units += [mlp_unit(b) for b in batches if b]
+    cells: list[Cell] = []
+
+    def done(new: list[Cell]) -> None:
+        for cell in new:
+            cells.append(cell)
+            if on_cell:
+                on_cell(cell)
+
+    if workers <= 1:
+        for unit in units:
+            done(unit())
+        return cells
+    with ThreadPoolExecutor(max_workers=int(workers), thread_name_prefix="probe") as pool:
+        for future in as_completed([pool.submit(unit) for unit in units]):
+            done(future.result())
     return cells

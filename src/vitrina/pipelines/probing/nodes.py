@@ -19,6 +19,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from vitrina.datasets.embeddings import Embeddings  # noqa: E402
 from vitrina.models.probes import Cell, ProbeTask, probe_matrix_sklearn  # noqa: E402
 from vitrina.models.torch_probes import probe_matrix  # noqa: E402
+from vitrina.training.threads import auto_threads  # noqa: E402
 from vitrina.utils import limit_threads, resolve_device  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -86,8 +87,8 @@ def probe_embeddings(
     Args:
         embeddings: one model's embeddings (ids, text ``[N, Dt]``, image ``[N, Di]``).
         probing_splits: output of :func:`make_probing_splits`.
-        params: ``probing`` parameters (``backend``, ``torch_threads``, ``modalities``,
-            ``probes``, ``seed``).
+        params: ``probing`` parameters (``backend``, ``torch_threads``, ``torch_workers``,
+            ``modalities``, ``probes``, ``seed``).
         device: ``embeddings.device`` (``auto``: CUDA when available); torch backend only.
 
     Returns:
@@ -149,8 +150,18 @@ def probe_embeddings(
             probe_matrix_sklearn(features, tasks, probes, seed=seed, on_cell=record)
         else:
             device = resolve_device(device)
-            with limit_threads(threads if device == "cpu" else None):
-                probe_matrix(features, tasks, probes, seed=seed, device=device, on_cell=record)
+            on_cpu = device == "cpu"
+            workers = (auto_threads(params.get("torch_workers", "auto")) or 1) if on_cpu else 1
+            with limit_threads(threads if on_cpu else None):
+                probe_matrix(
+                    features,
+                    tasks,
+                    probes,
+                    seed=seed,
+                    device=device,
+                    workers=workers,
+                    on_cell=record,
+                )
     logger.info(
         "probing: %d cells (%d tasks x %d modalities x %d probes) in %.1f s, backend %s on %s",
         bar.total,
