@@ -204,3 +204,13 @@ def test_torch_matrix_agrees_with_scikit_learn_and_repeats():
     assert min(f1["gender", "text", "logreg"], f1["kind", "text", "logreg"]) > 0.85
     assert f1["gender", "text", "mlp"] > 0.9 and f1["kind", "text", "mlp"] > 0.6  # chance 1/3
     assert f1["gender", "image", "logreg"] < 0.65  # the noise modality stays near chance
+
+
+def test_a_failing_unit_fails_the_parallel_matrix():
+    features, tasks = matrix()
+    gender = tasks[0]
+    one_class = ProbeTask(
+        "one", gender.rows, np.full(len(gender.y), "f"), gender.groups, gender.train
+    )
+    with pytest.raises(ValueError, match=">= 2 classes"):
+        probe_matrix(features, [gender, one_class], {"mlp": {"hidden_layer_sizes": [8]}}, workers=2)

@@ -328,6 +328,12 @@ def probe_matrix(
             done(unit())
         return cells
     with ThreadPoolExecutor(max_workers=int(workers), thread_name_prefix="probe") as pool:
-        for future in as_completed([pool.submit(unit) for unit in units]):
-            done(future.result())
+        futures = [pool.submit(unit) for unit in units]
+        try:
+            for future in as_completed(futures):
+                done(future.result())
+        except BaseException:  # a failed unit (or Ctrl-C): the queued ones never start
+            for future in futures:
+                future.cancel()
+            raise
     return cells
