@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         models,
         params,
         args.threads,
-        auto_threads(int(args.workers) if str(args.workers).isdigit() else args.workers) or 1,
+        auto_threads(args.workers) or 1,
         args.seed,
         args.verbose,
     )

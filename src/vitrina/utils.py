@@ -13,6 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+#: Seconds an SQLite connection waits for another connection's write lock (SQLite's
+#: ``busy_timeout``; pysqlite's default of 5 s is short for several workers on a loaded
+#: machine).
+SQLITE_BUSY_TIMEOUT_S = 60
+
 #: Marks the temporary names of :func:`atomic_path`: ``.<name>.tmp-<pid>-<random><suffix>``.
 TMP_MARK = ".tmp-"
 _TMP_NAME = re.compile(r"^\..+\.(?:tmp|old)-(?:(?P<pid>\d+)-)?[^/]*$")
@@ -159,9 +164,10 @@ def limit_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def sqlite_begin_immediate(engine: Any) -> None:
+def sqlite_begin_immediate(engine: Any, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S) -> None:
     """Make every transaction of the SQLAlchemy ``engine`` (SQLite, pysqlite driver) start
-    with ``BEGIN IMMEDIATE``, which takes SQLite's write lock before the first read.
+    with ``BEGIN IMMEDIATE``, which takes SQLite's write lock before the first read, and
+    wait up to ``busy_timeout_s`` seconds for that lock (``PRAGMA busy_timeout``).
 
     Why: pysqlite's legacy transaction control emits ``BEGIN`` (deferred) only before the
     first INSERT/UPDATE/DELETE, so a read-check-write (``SELECT ... FOR UPDATE``, which
@@ -182,6 +188,7 @@ def sqlite_begin_immediate(engine: Any) -> None:
     @event.listens_for(engine, "connect")
     def _no_driver_begin(dbapi_connection, _record) -> None:
         dbapi_connection.isolation_level = None  # the driver leaves BEGIN to us
+        dbapi_connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
 
     @event.listens_for(engine, "begin")
     def _begin_immediate(conn) -> None:

@@ -251,9 +251,9 @@ def probe_matrix(
     by one (each sweep as a batch of heads); the ``mlp`` cells are trained together:
     on CUDA all of them in one batch (narrower modalities and fewer classes zero-padded,
     which changes nothing), on the CPU one batch per feature width and class count
-    (padding would cost arithmetic there). With ``workers > 1`` these units of work (the
-    MLP batches first, the longest) run in that many threads at once, each as it would
-    alone: meant for the CPU with one torch thread each (``probing.torch_threads: 1``),
+    (padding would cost arithmetic there). These units of work (the MLP batches first,
+    the longest) run in ``workers`` threads, each as it would alone (1: one after the
+    other): meant for the CPU with one torch thread each (``probing.torch_threads: 1``),
     where the small matrix products of one unit keep one core busy but not two. A result
     never depends on ``workers``; only the order of the cells does.
 
@@ -311,27 +311,16 @@ def probe_matrix(
         [m for m, s in zip(mlp, shapes, strict=True) if shape in (None, s)]
         for shape in ([None] if on_gpu else list(dict.fromkeys(shapes)))
     ]
-    if workers > 1:  # the MLP batches first: they are the longest units
-        units = [mlp_unit(b) for b in batches if b] + units
-    else:
-        units += [mlp_unit(b) for b in batches if b]
+    units = [mlp_unit(b) for b in batches if b] + units  # the longest units first
     cells: list[Cell] = []
-
-    def done(new: list[Cell]) -> None:
-        for cell in new:
-            cells.append(cell)
-            if on_cell:
-                on_cell(cell)
-
-    if workers <= 1:
-        for unit in units:
-            done(unit())
-        return cells
-    with ThreadPoolExecutor(max_workers=int(workers), thread_name_prefix="probe") as pool:
+    with ThreadPoolExecutor(max_workers=max(1, int(workers)), thread_name_prefix="probe") as pool:
         futures = [pool.submit(unit) for unit in units]
         try:
             for future in as_completed(futures):
-                done(future.result())
+                for cell in future.result():
+                    cells.append(cell)
+                    if on_cell:
+                        on_cell(cell)
         except BaseException:  # a failed unit (or Ctrl-C): the queued ones never start
             for future in futures:
                 future.cancel()

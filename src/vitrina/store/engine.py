@@ -34,7 +34,6 @@ DEFAULT_URL = "sqlite:///data/07_model_output/review.db"
 URL_ENV_VAR = "VITRINA_REVIEW_DB_URL"
 #: Seconds a connection attempt (PostgreSQL) or a locked SQLite database is waited for.
 CONNECT_TIMEOUT_S = 10
-SQLITE_BUSY_TIMEOUT_S = 60
 #: Key of the PostgreSQL advisory lock held while migrating (any constant 64-bit integer).
 _MIGRATION_LOCK = 0x76697472696E61  # "vitrina"
 _MIGRATIONS = Path(__file__).with_name("migrations")
@@ -102,7 +101,6 @@ def create_store_engine(url: str) -> Engine:
                 raise StoreConnectionError(
                     f"Cannot create the folder of the review database {redact(parsed)}: {exc}"
                 ) from exc
-        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
     elif parsed.get_backend_name() == "postgresql":
         kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     try:
@@ -126,14 +124,14 @@ def create_store_engine(url: str) -> Engine:
 
 def _sqlite_pragmas(engine: Engine) -> None:
     """``BEGIN IMMEDIATE`` transactions (:func:`vitrina.utils.sqlite_begin_immediate`,
-    SQLAlchemy's recipe), foreign keys, the busy timeout and WAL on every connection."""
+    SQLAlchemy's recipe, with SQLite's busy timeout), foreign keys and WAL on every
+    connection."""
     sqlite_begin_immediate(engine)
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()
 

@@ -14,10 +14,6 @@ import optuna
 
 from vitrina.utils import sqlite_begin_immediate
 
-#: Seconds an SQLite connection waits for another worker's write lock (pysqlite ``timeout``;
-#: its default of 5 s is short for several workers on a loaded machine).
-SQLITE_BUSY_TIMEOUT_S = 60
-
 
 class SQLiteImmediateStorage(optuna.storages.RDBStorage):
     """Optuna's ``RDBStorage`` on an SQLite file whose transactions are ``BEGIN IMMEDIATE``.
@@ -28,8 +24,8 @@ class SQLiteImmediateStorage(optuna.storages.RDBStorage):
     worker's trial by the same read-check-write. On SQLite (no ``FOR UPDATE``, and
     pysqlite runs the read outside any transaction) two processes can both pass the
     check: both run one trial, or both fail a stale trial and enqueue two retries of it.
-    With the write lock taken before the read, the second waits, then sees RUNNING (or
-    FAIL) and moves on. Give the engine a busy timeout (``connect_args={"timeout": s}``).
+    With the write lock taken before the read, the second waits (up to
+    :data:`vitrina.utils.SQLITE_BUSY_TIMEOUT_S`), then sees RUNNING (or FAIL) and moves on.
 
     The hook is added after Optuna's table creation, so the pool is emptied (no
     connection without it survives); also after unpickling, which makes a new engine. An

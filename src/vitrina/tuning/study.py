@@ -22,7 +22,8 @@ import optuna
 from optuna.trial import TrialState
 
 from vitrina.tuning.space import ParamSpec, encode_choice
-from vitrina.tuning.sqlite_storage import SQLITE_BUSY_TIMEOUT_S, SQLiteImmediateStorage
+from vitrina.tuning.sqlite_storage import SQLiteImmediateStorage
+from vitrina.utils import SQLITE_BUSY_TIMEOUT_S
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ def open_storage(
     starts marks it FAIL and enqueues a copy of it (same parameters, at most
     ``max_retry`` retries; ``RetryHeartbeatStaleTrialCallback``, formerly
     ``RetryFailedTrialCallback``). An SQLite file storage runs every transaction as
-    ``BEGIN IMMEDIATE`` with a busy timeout of ``SQLITE_BUSY_TIMEOUT_S``
+    ``BEGIN IMMEDIATE`` with a busy timeout (``vitrina.utils.SQLITE_BUSY_TIMEOUT_S``)
     (:class:`~vitrina.tuning.sqlite_storage.SQLiteImmediateStorage`), so workers
     sharing one SQLite file never claim one trial twice.
 
@@ -212,6 +213,8 @@ def open_storage(
             storage_class, engine_kwargs = optuna.storages.RDBStorage, {"pool_pre_ping": True}
             if url.startswith("sqlite"):  # atomic trial claims across processes
                 storage_class = SQLiteImmediateStorage
+                # the busy timeout from the first connection: Optuna's table creation
+                # runs before SQLiteImmediateStorage adds its hook
                 engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
             for attempt in range(TABLE_RACE_RETRIES + 1):
                 try:
