@@ -1,9 +1,9 @@
 """The captioner at inference: :class:`Captioner` (targets, generation, persistence) and
 :func:`caption_paths` for image files in batches.
 
-Inference is built for CPUs: ``torch.inference_mode``, the key-value cache of
-``generate`` (self-attention keys/values grow by one token a step; the cross-attention
-ones are computed once from the image), dynamic int8 encoder and decoder where the CPU
+Inference is built for CPUs: ``torch.inference_mode``, a key-value cache (greedy:
+:mod:`.greedy`'s preallocated one; beam: ``generate``'s; the cross-attention keys/values
+are computed once from the image), dynamic int8 encoder and decoder where the CPU
 flags say it is the fastest path (:mod:`.quantization`), images batched, the model
 loaded once.
 """
@@ -22,10 +22,22 @@ from tqdm.auto import tqdm
 
 from vitrina.utils import resolve_device
 
+from . import greedy
 from .configuration import DECODINGS
 from .modeling import check_compatible, save_captioner
 from .processing import load_image
 from .quantization import inference_dtype, inference_precision, is_int8, quantize_captioner_int8
+
+#: ``generate`` arguments that :func:`.greedy.greedy_decode` takes.
+GREEDY_SETTINGS = (
+    "max_new_tokens",
+    "decoder_start_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "min_new_tokens",
+    "no_repeat_ngram_size",
+    "repetition_penalty",
+)
 
 
 @dataclass
@@ -38,6 +50,9 @@ class Captioner:
         image_processor: ViT image processor (``pixel_values`` ``float32 [B, 3, S, S]``).
         meta: Vitrina's record (``config``, ``max_target_length``, ``tokenizer_fingerprint``,
             ``training``), saved as ``captioner.json``.
+        greedy_loop: greedy captions by :func:`.greedy.greedy_decode` where the decoder
+            allows it (``False``: transformers' ``generate``, the reference it is tested
+            against).
 
     Raises:
         CaptionerMismatchError: on construction, when tokenizer and model disagree.
@@ -47,6 +62,7 @@ class Captioner:
     tokenizer: Any
     image_processor: Any
     meta: dict[str, Any] = field(default_factory=dict)
+    greedy_loop: bool = True
 
     def __post_init__(self) -> None:
         check_compatible(self.model, self.tokenizer, self.meta)
@@ -193,12 +209,22 @@ class Captioner:
     def generate_ids(
         self, pixel_values: torch.Tensor, decoding: str = "greedy", **overrides: Any
     ) -> torch.Tensor:
-        """Token ids ``int64 [B, 1 + T]`` (starting with ``[BOS]``) for ``float [B, 3, S, S]``."""
+        """Token ids ``int64 [B, 1 + T]`` (starting with ``[BOS]``) for ``float [B, 3, S, S]``.
+
+        Greedy decoding of a GPT-2 decoder runs :func:`.greedy.greedy_decode` (the same
+        tokens as ``generate``, without its per-step overhead); beam search, and other
+        decoders, run ``generate``.
+        """
         self.model.eval()
         pixel_values = pixel_values.to(self.device, self.dtype)
-        return self.model.generate(
-            pixel_values=pixel_values, **self.generation_kwargs(decoding, **overrides)
-        )
+        kwargs = self.generation_kwargs(decoding, **overrides)
+        if self.greedy_loop and kwargs["num_beams"] == 1 and greedy.supports(self.model):
+            return greedy.greedy_decode(
+                self.model,
+                pixel_values,
+                **{k: kwargs[k] for k in GREEDY_SETTINGS if k in kwargs},
+            )
+        return self.model.generate(pixel_values=pixel_values, **kwargs)
 
     def decode(self, ids: torch.Tensor) -> list[str]:
         """Generated ids → captions (special tokens dropped, whitespace normalised)."""
