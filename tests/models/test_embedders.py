@@ -9,8 +9,9 @@ from PIL import Image
 
 from tests.models.clip.helpers import tiny_hf_clip
 from vitrina.models.clip import ClipBundle
-from vitrina.models.embedders import TfidfSvdEmbedder, build_embedder, embedder_from_bundle
+from vitrina.models.embedders import build_embedder, embedder_from_bundle
 from vitrina.models.ruclip import image_features, text_features, write_tiny_ruclip_checkpoint
+from vitrina.models.tfidf_svd import TfidfSvdEmbedder
 
 TITLES = [
     "Платье женское красное в полоску",
