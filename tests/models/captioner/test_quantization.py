@@ -123,3 +123,20 @@ def test_bad_precision_names_the_allowed_ones():
         inference_dtype("int4", "cpu")
     with pytest.raises(ValueError, match="GPU"):
         inference_precision("int8", "cuda")
+
+
+def test_int8_conversion_returns_freed_memory_after_every_layer(tiny, monkeypatch):
+    import copy
+
+    from vitrina.models import quantization
+
+    calls: list[int] = []
+    monkeypatch.setattr(quantization, "release_freed_memory", lambda: calls.append(1) or True)
+    replaced = quantization.quantize_int8(copy.deepcopy(tiny.model))
+    assert replaced > 0 and len(calls) == replaced  # one trim per converted layer
+    monkeypatch.undo()
+    import platform
+
+    if platform.libc_ver()[0] == "glibc":  # the trim is found where it exists
+        assert quantization._malloc_trim() is not None
+    assert isinstance(quantization.release_freed_memory(), bool)
