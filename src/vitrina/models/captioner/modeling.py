@@ -172,7 +172,9 @@ def _load_model(path: Path, dtype: torch.dtype) -> Any:
     return model
 
 
-def load_captioner(path: str | Path, device: str = "cpu", precision: str = "fp32") -> Captioner:
+def load_captioner(
+    path: str | Path, device: str = "cpu", precision: str = "fp32", decoder_runtime: str = "torch"
+) -> Captioner:
     """Load a directory written by :meth:`Captioner.save`.
 
     Args:
@@ -182,6 +184,9 @@ def load_captioner(path: str | Path, device: str = "cpu", precision: str = "fp32
             decoder; CPU inference) | ``auto`` (from the CPU flags, see
             :func:`vitrina.training.precision.inference_precision`); weights load directly
             in that dtype (bf16 for int8), tensor by tensor (no fp32 copy of the model).
+        decoder_runtime: greedy decoder steps of an int8 captioner at batch 1 in
+            ``torch`` or ``onnxruntime`` (cached in ``<path>/onnx/``); see
+            :attr:`Captioner.decoder_runtime`.
 
     Raises:
         FileNotFoundError: the directory lacks files of :data:`CAPTIONER_FILES`.
@@ -207,7 +212,12 @@ def load_captioner(path: str | Path, device: str = "cpu", precision: str = "fp32
         model = _load_model(path, dtype).to(device).eval()
         image_processor = AutoImageProcessor.from_pretrained(path)
     captioner = Captioner(
-        model=model, tokenizer=tokenizer, image_processor=image_processor, meta=meta
+        model=model,
+        tokenizer=tokenizer,
+        image_processor=image_processor,
+        meta=meta,
+        decoder_runtime=decoder_runtime,
+        source=path,
     )
     return captioner.to(device, precision)
 
