@@ -13,10 +13,7 @@ so building it does not count), then in this process:
    tokens, ``torch.inference_mode``), preprocessing included, after one warm-up image:
    seconds per image is the median. Greedy decoding is Vitrina's loop
    (:mod:`vitrina.models.captioner.greedy`: preallocated key-value cache, the tokens of
-   transformers' ``generate``); ``--decoder-runtime onnxruntime`` runs its int8 decoder
-   steps in onnxruntime (:mod:`vitrina.models.captioner.onnx_decoder`; the graph is
-   exported while the model is built, in the child, and loaded from its cache here);
-   ``--generate`` times transformers' ``generate`` instead;
+   transformers' ``generate``); ``--generate`` times transformers' ``generate`` instead;
 3. captions ``--batch`` images at once: images per second.
 
 CPU seconds per image (``time.process_time``, all threads) are printed beside the wall
@@ -29,7 +26,7 @@ is ``seconds_per_image=<x> peak_rss_gb=<batch 1> peak_rss_gb_batch<N>=<after the
 only AVX2 kernels (ATen, oneDNN, MKL and FBGEMM), as a plain AVX2 CPU would.
 
 Usage: ``python benchmarks/captioning.py [--n 10] [--batch 16] [--precision auto]
-[--emulate-avx2] [--generate] [--decoder-runtime auto|onnxruntime|torch]``
+[--emulate-avx2] [--generate]``
 """
 
 from __future__ import annotations
@@ -73,7 +70,7 @@ def dummy_tokenizer(vocab_size: int):
     return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
 
 
-def write_seed_sized_captioner(path: str, decoder_runtime: str = "torch") -> None:
+def write_seed_sized_captioner(path: str) -> None:
     """Build the seed architecture with random weights and save it (run in a child)."""
     import torch
     from transformers import (
@@ -113,11 +110,6 @@ def write_seed_sized_captioner(path: str, decoder_runtime: str = "torch") -> Non
         meta={"config": {"name": "seed_sized_random"}, "max_target_length": 128},
     )
     captioner.save(path)
-    # Part of building the model: the onnxruntime decoder graph, cached beside it.
-    from vitrina.models.captioner import load_captioner, onnx_decoder
-
-    if decoder_runtime == "onnxruntime" and onnx_decoder.available():
-        load_captioner(path, precision="int8", decoder_runtime="onnxruntime")
 
 
 def sample_images(n: int, seed: int = 0):
@@ -141,11 +133,6 @@ def main() -> None:
         help="torch threads: a number, or auto (the cores other processes leave idle)",
     )
     parser.add_argument(
-        "--decoder-runtime",
-        default="torch",
-        help="int8 greedy decoder steps at batch 1: torch | onnxruntime",
-    )
-    parser.add_argument(
         "--generate",
         action="store_true",
         help="greedy captions by transformers' generate instead of Vitrina's loop",
@@ -155,23 +142,13 @@ def main() -> None:
     args = parser.parse_args()
     apply_cpu_arguments(args)
     if args.write:
-        write_seed_sized_captioner(args.write, args.decoder_runtime)
+        write_seed_sized_captioner(args.write)
         return
 
     with tempfile.TemporaryDirectory(prefix="vitrina-captioning-bench-") as tmp:
         model_dir = str(Path(tmp) / "captioner")
         start = time.perf_counter()
-        subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--write",
-                model_dir,
-                "--decoder-runtime",
-                args.decoder_runtime,
-            ],
-            check=True,
-        )
+        subprocess.run([sys.executable, __file__, "--write", model_dir], check=True)
         print(f"wrote the seed-sized random captioner in {time.perf_counter() - start:.1f} s")
 
         import torch
@@ -192,9 +169,7 @@ def main() -> None:
         if threads:
             torch.set_num_threads(threads)  # this process only measures
         start = time.perf_counter()
-        captioner = load_captioner(
-            model_dir, device="cpu", precision=args.precision, decoder_runtime=args.decoder_runtime
-        )
+        captioner = load_captioner(model_dir, device="cpu", precision=args.precision)
         load_s = time.perf_counter() - start
         captioner.greedy_loop = not args.generate
         floats = sum(p.numel() for p in captioner.model.parameters())
@@ -238,8 +213,6 @@ def main() -> None:
         f"greedy, {args.new_tokens} new tokens, preprocessing included)"
     )
     decoder = "transformers generate" if args.generate else "Vitrina's greedy loop"
-    if not args.generate:
-        decoder += " (decoder steps in onnxruntime)" if captioner.decoder_step else " (torch)"
     print(f"path: {captioner.precision}, greedy decoding by {decoder}")
     print(
         f"seconds_per_image={per_image:.3f} peak_rss_gb={peak_batch1:.2f} "

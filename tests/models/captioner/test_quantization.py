@@ -64,8 +64,7 @@ def test_int8_captioner_is_close_to_fp32_and_inference_only(saved, int8, pixels,
         int8.to("cpu", "fp32")
 
 
-def test_int8_generation_keeps_the_key_value_cache(int8, pixels, monkeypatch):
-    monkeypatch.setattr(int8, "decoder_step", None)  # the torch loop (onnxruntime's: elsewhere)
+def test_int8_generation_keeps_the_key_value_cache(int8, pixels):
     widths: list[int] = []  # decoder input tokens of each forward pass
     hook = int8.model.decoder.transformer.wte.register_forward_hook(
         lambda _m, args, _out: widths.append(args[0].shape[-1])

@@ -43,7 +43,6 @@ def caption_test_split(
     """
     settings = params.get("evaluation") or {}
     with limit_threads(auto_threads(settings.get("num_threads"))):  # restored afterwards
-        captioner.decoder_runtime = settings.get("decoder_runtime", "torch")
         captioner.to(settings.get("device", "auto"), settings.get("precision", "auto"))
         test = split_rows(splits, "test")
         max_items = settings.get("max_items")

@@ -106,40 +106,6 @@ def _mlp_fn(cfg: Any):
     return lambda mlp, h: mlp(h)
 
 
-def torch_steps(model: Any, image: torch.Tensor, max_new_tokens: int):
-    """The step function ``(last ids [B, 1], pos) → float32 logits [B, V]`` of the torch
-    model, over a key-value cache of ``max_new_tokens`` positions."""
-    decoder, gpt = model.decoder, model.decoder.transformer
-    cfg = decoder.config
-    n_head, batch, device = cfg.n_head, image.shape[0], image.device
-    cross = []  # per layer: keys transposed once, [B, H, D, S], and values [B, H, S, D]
-    for blk in gpt.h:
-        k, v = (_heads(t, n_head) for t in blk.crossattention.c_attn(image).split(cfg.n_embd, 2))
-        cross.append((k.transpose(-1, -2).contiguous(), v.contiguous()))  # frees c_attn's
-    dtype = cross[0][1].dtype
-    shape = (batch, n_head, cfg.n_embd // n_head, max_new_tokens)
-    keys = [torch.empty(shape, dtype=dtype, device=device) for _ in gpt.h]  # transposed
-    values = [torch.empty(shape, dtype=dtype, device=device).transpose(-1, -2) for _ in gpt.h]
-    positions = gpt.wpe(torch.arange(max_new_tokens, device=device))  # [T, C], looked up once
-    mlp = _mlp_fn(cfg)
-
-    def step(last: torch.Tensor, pos: int) -> torch.Tensor:
-        x = gpt.wte(last) + positions[pos]
-        for i, blk in enumerate(gpt.h):
-            q, k, v = (_heads(t, n_head) for t in blk.attn.c_attn(blk.ln_1(x)).split(cfg.n_embd, 2))
-            keys[i][..., pos : pos + 1] = k.transpose(-1, -2)
-            values[i][:, :, pos : pos + 1] = v
-            a = _attend(q, keys[i][..., : pos + 1], values[i][:, :, : pos + 1])
-            x = x + blk.attn.c_proj(a.transpose(1, 2).reshape(batch, 1, cfg.n_embd))
-            q = _heads(blk.crossattention.q_attn(blk.ln_cross_attn(x)), n_head)
-            a = _attend(q, *cross[i])
-            x = x + blk.crossattention.c_proj(a.transpose(1, 2).reshape(batch, 1, cfg.n_embd))
-            x = x + mlp(blk.mlp, blk.ln_2(x))
-        return decoder.lm_head(gpt.ln_f(x))[:, -1].float()
-
-    return step
-
-
 @torch.inference_mode()
 def greedy_decode(
     model: Any,
@@ -152,7 +118,6 @@ def greedy_decode(
     min_new_tokens: int = 0,
     no_repeat_ngram_size: int = 0,
     repetition_penalty: float = 1.0,
-    decoder_step: Any = None,
 ) -> torch.Tensor:
     """Greedy captions of a batch of images, as token ids.
 
@@ -166,9 +131,6 @@ def greedy_decode(
             longest one ends, as ``generate`` does.
         min_new_tokens, no_repeat_ngram_size, repetition_penalty: as ``generate``'s
             (transformers' own logits processors apply them).
-        decoder_step: an :class:`.onnx_decoder.OrtDecoderStep` to run the decoder steps
-            of a single image in onnxruntime (when ``max_new_tokens`` fits its cache;
-            batches run in torch, faster there at batch 16); ``None``: torch.
 
     Returns:
         ``int64 [B, 1 + T]``: the start token, then ``T <= max_new_tokens`` tokens.
@@ -179,23 +141,42 @@ def greedy_decode(
     """
     if not supports(model):
         raise ValueError("greedy_decode runs ViT/GPT-2 VisionEncoderDecoderModels only")
-    cfg = model.decoder.config
+    decoder, gpt = model.decoder, model.decoder.transformer
+    cfg = decoder.config
     if max_new_tokens < 1 or max_new_tokens > cfg.n_positions:
         raise ValueError(
             f"max_new_tokens must be within 1..{cfg.n_positions} (the decoder's positions), "
             f"got {max_new_tokens}"
         )
+    n_head = cfg.n_head
     image = encoder_states(model, pixel_values)
     batch, device = image.shape[0], image.device
-    if decoder_step is not None and batch == 1 and max_new_tokens <= decoder_step.length:
-        step = decoder_step.steps(model, image, max_new_tokens)
-    else:
-        step = torch_steps(model, image, max_new_tokens)
+    cross = []  # per layer: keys transposed once, [B, H, D, S], and values [B, H, S, D]
+    for blk in gpt.h:
+        k, v = (_heads(t, n_head) for t in blk.crossattention.c_attn(image).split(cfg.n_embd, 2))
+        cross.append((k.transpose(-1, -2).contiguous(), v.contiguous()))  # frees c_attn's
+    dtype = cross[0][1].dtype
+    shape = (batch, n_head, cfg.n_embd // n_head, max_new_tokens)
+    keys = [torch.empty(shape, dtype=dtype, device=device) for _ in gpt.h]  # transposed
+    values = [torch.empty(shape, dtype=dtype, device=device).transpose(-1, -2) for _ in gpt.h]
+    positions = gpt.wpe(torch.arange(max_new_tokens, device=device))  # [T, C], looked up once
+    mlp = _mlp_fn(cfg)
     processors = _processors(int(no_repeat_ngram_size), float(repetition_penalty))
     sequences = torch.full((batch, 1), decoder_start_token_id, dtype=torch.long, device=device)
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
     for pos in range(max_new_tokens):
-        logits = step(sequences[:, -1:], pos)
+        x = gpt.wte(sequences[:, -1:]) + positions[pos]
+        for i, blk in enumerate(gpt.h):
+            q, k, v = (_heads(t, n_head) for t in blk.attn.c_attn(blk.ln_1(x)).split(cfg.n_embd, 2))
+            keys[i][..., pos : pos + 1] = k.transpose(-1, -2)
+            values[i][:, :, pos : pos + 1] = v
+            a = _attend(q, keys[i][..., : pos + 1], values[i][:, :, : pos + 1])
+            x = x + blk.attn.c_proj(a.transpose(1, 2).reshape(batch, 1, cfg.n_embd))
+            q = _heads(blk.crossattention.q_attn(blk.ln_cross_attn(x)), n_head)
+            a = _attend(q, *cross[i])
+            x = x + blk.crossattention.c_proj(a.transpose(1, 2).reshape(batch, 1, cfg.n_embd))
+            x = x + mlp(blk.mlp, blk.ln_2(x))
+        logits = decoder.lm_head(gpt.ln_f(x))[:, -1].float()
         if processors:
             logits = processors(sequences, logits)
         if pos < min_new_tokens:  # transformers' MinNewTokensLengthLogitsProcessor
@@ -208,4 +189,4 @@ def greedy_decode(
     return sequences
 
 
-__all__ = ["encoder_states", "greedy_decode", "supports", "torch_steps"]
+__all__ = ["encoder_states", "greedy_decode", "supports"]

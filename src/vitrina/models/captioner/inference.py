@@ -53,14 +53,6 @@ class Captioner:
         greedy_loop: greedy captions by :func:`.greedy.greedy_decode` where the decoder
             allows it (``False``: transformers' ``generate``, the reference it is tested
             against).
-        decoder_runtime: who runs the greedy decoder steps of an int8 captioner at batch
-            1: ``torch`` (the default) or ``onnxruntime`` (:mod:`.onnx_decoder`: about
-            1.14x faster a caption at batch 1, about 0.15 GB more memory; batches stay
-            with torch, which was faster at batch 16). Set before :meth:`to`.
-        source: the directory the captioner was loaded from; the onnxruntime graph is
-            cached in its ``onnx/`` folder (``None``: a temporary folder).
-        decoder_step: the :class:`.onnx_decoder.OrtDecoderStep` :meth:`to` made, or
-            ``None``.
 
     Raises:
         CaptionerMismatchError: on construction, when tokenizer and model disagree.
@@ -71,9 +63,6 @@ class Captioner:
     image_processor: Any
     meta: dict[str, Any] = field(default_factory=dict)
     greedy_loop: bool = True
-    decoder_runtime: str = "torch"
-    source: Path | None = None
-    decoder_step: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         check_compatible(self.model, self.tokenizer, self.meta)
@@ -119,30 +108,8 @@ class Captioner:
             return self
         self.model.to(device=device, dtype=inference_dtype(precision, device))
         if precision == "int8":
-            self.decoder_step = self._onnx_decoder_step()
             quantize_captioner_int8(self.model)
         return self
-
-    def _onnx_decoder_step(self) -> Any:
-        """The onnxruntime decoder step for :attr:`decoder_runtime`, or ``None``.
-
-        Raises:
-            ValueError: an unknown runtime, or ``onnxruntime`` for a decoder it cannot run.
-            ImportError: ``onnxruntime`` without onnxruntime/onnxscript installed.
-        """
-        from . import onnx_decoder
-
-        runtime = self.decoder_runtime
-        if runtime not in ("torch", "onnxruntime"):
-            raise ValueError(f"decoder_runtime must be torch or onnxruntime, got {runtime!r}")
-        if runtime == "torch":
-            return None
-        if not greedy.supports(self.model):
-            raise ValueError("decoder_runtime onnxruntime runs GPT-2 decoders only")
-        if not onnx_decoder.available():
-            raise ImportError("decoder_runtime onnxruntime needs onnxruntime and onnxscript")
-        cache = self.source / "onnx" if self.source is not None else None
-        return onnx_decoder.load_or_export(self.model, self.max_target_length, cache)
 
     # -- data
     def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
@@ -255,7 +222,6 @@ class Captioner:
             return greedy.greedy_decode(
                 self.model,
                 pixel_values,
-                decoder_step=self.decoder_step,
                 **{k: kwargs[k] for k in GREEDY_SETTINGS if k in kwargs},
             )
         return self.model.generate(pixel_values=pixel_values, **kwargs)

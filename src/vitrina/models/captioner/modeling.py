@@ -172,9 +172,7 @@ def _load_model(path: Path, dtype: torch.dtype) -> Any:
     return model
 
 
-def load_captioner(
-    path: str | Path, device: str = "cpu", precision: str = "fp32", decoder_runtime: str = "torch"
-) -> Captioner:
+def load_captioner(path: str | Path, device: str = "cpu", precision: str = "fp32") -> Captioner:
     """Load a directory written by :meth:`Captioner.save`.
 
     Args:
@@ -184,9 +182,6 @@ def load_captioner(
             decoder; CPU inference) | ``auto`` (from the CPU flags, see
             :func:`vitrina.training.precision.inference_precision`); weights load directly
             in that dtype (bf16 for int8), tensor by tensor (no fp32 copy of the model).
-        decoder_runtime: greedy decoder steps of an int8 captioner at batch 1 in
-            ``torch`` or ``onnxruntime`` (cached in ``<path>/onnx/``); see
-            :attr:`Captioner.decoder_runtime`.
 
     Raises:
         FileNotFoundError: the directory lacks files of :data:`CAPTIONER_FILES`.
@@ -212,12 +207,7 @@ def load_captioner(
         model = _load_model(path, dtype).to(device).eval()
         image_processor = AutoImageProcessor.from_pretrained(path)
     captioner = Captioner(
-        model=model,
-        tokenizer=tokenizer,
-        image_processor=image_processor,
-        meta=meta,
-        decoder_runtime=decoder_runtime,
-        source=path,
+        model=model, tokenizer=tokenizer, image_processor=image_processor, meta=meta
     )
     return captioner.to(device, precision)
 

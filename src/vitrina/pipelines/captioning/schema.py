@@ -37,10 +37,6 @@ class CaptioningData(Schema):
         return split
 
 
-#: Who runs an int8 captioner's greedy decoder steps (``Captioner.decoder_runtime``).
-DecoderRuntime = Literal["torch", "onnxruntime"]
-
-
 class CaptioningEvaluation(Schema):
     """``captioning.evaluation``: decodings and inference settings."""
 
@@ -48,7 +44,6 @@ class CaptioningEvaluation(Schema):
     batch_size: Positive = 32
     device: Device = "auto"
     precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
-    decoder_runtime: DecoderRuntime = "torch"
     num_threads: Threads = None
     num_workers: Annotated[int, Field(ge=0)] = 1
     max_items: Positive | None = None
@@ -98,7 +93,6 @@ class CaptioningInferenceParams(Schema):
     batch_size: Positive = 16
     device: Device = "auto"
     precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
-    decoder_runtime: DecoderRuntime = "torch"
     num_threads: Threads = None
     pad_to_square: bool = True
     num_workers: Annotated[int, Field(ge=0)] = 1

@@ -103,7 +103,6 @@ def caption_images(
         ``path, caption, status, error`` in input order.
     """
     with limit_threads(auto_threads(params.get("num_threads"))):  # restored afterwards
-        captioner.decoder_runtime = params.get("decoder_runtime", "torch")
         captioner.to(params.get("device", "auto"), params.get("precision", "auto"))
         start = time.perf_counter()
         rows = caption_paths(
